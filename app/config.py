@@ -1,0 +1,135 @@
+"""Settings: the only reader of the environment.
+
+Every variable, its default and its meaning is listed in ``VARIABLES`` (the README's
+settings table is generated from the same list by ``python -m app settings``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from app.errors import ConfigError
+
+__all__ = ["VARIABLES", "Settings"]
+
+# name -> (default or None when required, meaning)
+VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
+    "APP_ENV": ("prod", "`dev` enables `/api/dev/token` and console logs; anything else is production"),
+    "APP_SECRET": (None, "HS256 key for tokens (UTF-8 bytes as they are); required outside dev, "
+                   "in dev a random one is kept in `$APP_DATA_DIR/dev-secret`"),
+    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/atelier", "PostgreSQL DSN of the event store"),
+    "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis URL used for fan-out"),
+    "APP_HOST": ("127.0.0.1", "address the gateway binds"),
+    "APP_PORT": ("8000", "port the gateway binds"),
+    "APP_DATA_DIR": (".data", "project-local folder for service data, logs and the dev secret"),
+    "DB_POOL_SIZE": ("8", "asyncpg connections per process"),
+    "DB_COMMIT_LANES": ("2", "group-commit transactions that may be in flight at once per process"),
+    "GROUP_COMMIT_MAX": ("256", "most ops written in one group-commit transaction"),
+    "SNAPSHOT_EVERY": ("200", "write a snapshot of a document every N events (0 disables)"),
+    "WRITE_MODEL_CACHE": ("2000", "documents whose write model is kept warm per process (LRU)"),
+    "UNDO_DEPTH": ("100", "undoable ops remembered per user and document"),
+    "MAX_BODY_BYTES": ("1048576", "largest accepted JSON body or websocket frame"),
+    "MAX_ASSET_BYTES": ("20971520", "largest accepted asset upload"),
+    "LOG_LEVEL": ("info", "debug, info, warning or error"),
+    "LOG_FORMAT": ("auto", "`console`, `json`, or `auto` (console in dev, json otherwise)"),
+}
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return VARIABLES[name][0]
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    try:
+        value = int(raw or "")
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: str
+    secret: str
+    database_url: str
+    redis_url: str
+    host: str
+    port: int
+    data_dir: Path
+    db_pool_size: int
+    db_commit_lanes: int
+    group_commit_max: int
+    snapshot_every: int
+    write_model_cache: int
+    undo_depth: int
+    max_body_bytes: int
+    max_asset_bytes: int
+    log_level: str
+    log_format: str
+
+    @property
+    def dev(self) -> bool:
+        return self.env == "dev"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        app_env = _get(env, "APP_ENV") or "prod"
+        data_dir = Path(_get(env, "APP_DATA_DIR") or ".data")
+        secret = env.get("APP_SECRET") or ""
+        if not secret:
+            if app_env != "dev":
+                raise ConfigError("APP_SECRET is required when APP_ENV is not 'dev'")
+            secret = _dev_secret(data_dir)
+        log_level = (_get(env, "LOG_LEVEL") or "info").lower()
+        if log_level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
+        log_format = (_get(env, "LOG_FORMAT") or "auto").lower()
+        if log_format not in {"auto", "console", "json"}:
+            raise ConfigError(f"LOG_FORMAT must be auto, console or json, got {log_format!r}")
+        if log_format == "auto":
+            log_format = "console" if app_env == "dev" else "json"
+        port = _int(env, "APP_PORT")
+        if port > 65535:
+            raise ConfigError(f"APP_PORT must be at most 65535, got {port}")
+        return cls(
+            env=app_env,
+            secret=secret,
+            database_url=_get(env, "DATABASE_URL") or "",
+            redis_url=_get(env, "REDIS_URL") or "",
+            host=_get(env, "APP_HOST") or "127.0.0.1",
+            port=port,
+            data_dir=data_dir,
+            db_pool_size=_int(env, "DB_POOL_SIZE", minimum=2),
+            db_commit_lanes=_int(env, "DB_COMMIT_LANES", minimum=1),
+            group_commit_max=_int(env, "GROUP_COMMIT_MAX", minimum=1),
+            snapshot_every=_int(env, "SNAPSHOT_EVERY"),
+            write_model_cache=_int(env, "WRITE_MODEL_CACHE", minimum=1),
+            undo_depth=_int(env, "UNDO_DEPTH", minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", minimum=1024),
+            max_asset_bytes=_int(env, "MAX_ASSET_BYTES", minimum=1024),
+            log_level=log_level,
+            log_format=log_format,
+        )
+
+
+def _dev_secret(data_dir: Path) -> str:
+    """In dev only: a random secret kept in the data folder so tokens survive restarts."""
+    path = data_dir / "dev-secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        return value

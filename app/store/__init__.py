@@ -1,0 +1,1 @@
+"""Adapters to PostgreSQL behind the ports of ``app.store.ports``."""
