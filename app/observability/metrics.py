@@ -1,0 +1,128 @@
+"""Prometheus metrics, on the project's own registry (never the global default one).
+
+The gateway serves ``render()`` at ``/metrics``. Each process has its own registry, so
+each process is its own scrape target. Names carry the ``atelier_`` prefix; the Python
+names below are what the code uses:
+
+    ops_total{outcome,code}        every op submitted: ack | duplicate | reject, with the
+                                   reject code (empty for ack and duplicate)
+    append_batch_size              events per group-commit transaction
+    append_seconds                 time of one group-commit transaction
+    ack_seconds                    submit to ack, as the client waits for it
+    version_conflicts_total        optimistic-concurrency conflicts (decide retried)
+    write_models_cached            write models kept warm in this process
+    write_model_loads_total        write models loaded from the store (cache misses)
+    snapshots_written_total        snapshots written
+    http_requests_total{method,route,status}
+                                   HTTP requests answered, by route template (never the
+                                   raw path: label values must stay few)
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+__all__ = [
+    "REGISTRY",
+    "ack_seconds",
+    "append_batch_size",
+    "append_seconds",
+    "http_requests_total",
+    "ops_total",
+    "render",
+    "snapshots_written_total",
+    "version_conflicts_total",
+    "write_model_loads_total",
+    "write_models_cached",
+]
+
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+# From 100 µs (an append that rides a warm group commit) to 10 s (something is wrong).
+_SECONDS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+# Powers of two up to a little past GROUP_COMMIT_MAX's default (256).
+_BATCH: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+ops_total: Final = Counter(
+    "atelier_ops",
+    "Ops submitted to the command handler, by outcome (ack, duplicate, reject) and code.",
+    ["outcome", "code"],
+    registry=REGISTRY,
+)
+append_batch_size: Final = Histogram(
+    "atelier_append_batch_size",
+    "Events written per group-commit transaction.",
+    buckets=_BATCH,
+    registry=REGISTRY,
+)
+append_seconds: Final = Histogram(
+    "atelier_append_seconds",
+    "Duration of one group-commit transaction.",
+    buckets=_SECONDS,
+    registry=REGISTRY,
+)
+ack_seconds: Final = Histogram(
+    "atelier_ack_seconds",
+    "Time from submit to ack (or reject) of one op.",
+    buckets=_SECONDS,
+    registry=REGISTRY,
+)
+version_conflicts_total: Final = Counter(
+    "atelier_version_conflicts",
+    "Appends that lost the optimistic-concurrency race on (document, version).",
+    registry=REGISTRY,
+)
+write_models_cached: Final = Gauge(
+    "atelier_write_models_cached",
+    "Document write models kept warm in this process.",
+    registry=REGISTRY,
+)
+write_model_loads_total: Final = Counter(
+    "atelier_write_model_loads",
+    "Write models loaded from the store (snapshot + later events).",
+    registry=REGISTRY,
+)
+snapshots_written_total: Final = Counter(
+    "atelier_snapshots_written",
+    "Document snapshots written.",
+    registry=REGISTRY,
+)
+http_requests_total: Final = Counter(
+    "atelier_http_requests",
+    "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The Prometheus text exposition of this process's metrics, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
