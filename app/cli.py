@@ -1,0 +1,99 @@
+"""The command line: parse argv, build ``Settings`` once, call one runner.
+
+    python -m app serve       the gateway (HTTP API and websockets) on APP_HOST:APP_PORT
+    python -m app dev         the development processes under a supervisor (make run)
+    python -m app migrate     create the database if missing, apply migrations
+    python -m app token       print a signed token for a user
+    python -m app settings    print every setting as a markdown table
+
+Each runner is imported inside its branch, so a command only pays for what it uses and
+a broken layer does not take the others down with it. A bad setting is a one-line
+message on stderr and exit status 2; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from app import __version__
+from app.config import VARIABLES, Settings
+from app.errors import AppError, ConfigError
+
+__all__ = ["main", "settings_table"]
+
+_PROG = "atelier"
+
+
+def settings_table() -> str:
+    """Every setting, its default and its meaning, as a markdown table (the README's)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, (default, meaning) in VARIABLES.items():
+        shown = "(none)" if default is None else f"`{default}`"
+        cell = meaning.replace("|", r"\|")
+        lines.append(f"| `{name}` | {shown} | {cell} |")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Atelier: real-time collaboration server. Settings come from the "
+        "environment; `atelier settings` lists them.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the gateway (HTTP API and websockets)")
+    sub.add_parser("dev", help="run the development processes under a supervisor")
+    sub.add_parser("migrate", help="create the database if missing and apply migrations")
+    token = sub.add_parser("token", help="print a signed token for a user")
+    token.add_argument("--user", required=True, help="user id: 1-64 of [A-Za-z0-9_.@-]")
+    token.add_argument("--name", help="display name (default: the user id)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds of validity (3600)")
+    sub.add_parser("settings", help="print every setting as a markdown table")
+    return parser
+
+
+def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    if command == "token":
+        from app.ops import token
+
+        return token.run(settings, user=args.user, name=args.name, ttl=args.ttl)
+
+    from app.observability import configure_logging
+
+    configure_logging(settings)
+    if command == "serve":
+        from app.gateway.server import run as serve
+
+        serve(settings)
+        return 0
+    if command == "dev":
+        from app.ops import dev
+
+        return dev.run(settings)
+    if command == "migrate":
+        from app.ops import migrate
+
+        return migrate.run(settings)
+    raise AssertionError(f"no runner for {command!r}")  # argparse only admits the above
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m app`` and the ``atelier`` script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    command: str = args.command
+    if command == "settings":
+        print(settings_table())
+        return 0
+    try:
+        settings = Settings.from_env(os.environ)
+        return _run(command, settings, args)
+    except ConfigError as exc:
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 2
+    except AppError as exc:  # bad command-line input, e.g. an invalid user id
+        print(f"{_PROG}: {exc.message}", file=sys.stderr)
+        return 2
