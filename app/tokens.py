@@ -50,13 +50,24 @@ def verify_token(secret: str, token: str, *, now: float) -> Identity:
             token,
             secret.encode(),
             algorithms=[_ALGORITHM],
-            options={"require": ["sub", "exp"], "verify_exp": False},
+            # Every time check is ours, against the clock passed in: PyJWT's would read
+            # the wall clock (and reject a token whose iat is ahead of it).
+            options={
+                "require": ["sub", "exp"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.PyJWTError as exc:
         raise Unauthenticated(f"invalid token: {exc}") from None
     exp = claims.get("exp")
     if not isinstance(exp, int) or exp + _LEEWAY_SECONDS < now:
         raise Unauthenticated("token expired")
+    for claim in ("iat", "nbf"):
+        value = claims.get(claim)
+        if value is not None and (not isinstance(value, int) or value - _LEEWAY_SECONDS > now):
+            raise Unauthenticated(f"token not valid yet ({claim})")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not _USER.fullmatch(sub):
         raise Unauthenticated("token subject is not a valid user id")
