@@ -1,0 +1,148 @@
+"""Settings: every variable is read, every error names its variable, the dev secret."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from pathlib import Path
+
+import pytest
+
+from app.config import VARIABLES, Settings
+from app.errors import ConfigError
+
+# A valid value other than the default for every variable, and the field it sets.
+OTHER_VALUES: dict[str, tuple[str, str, object]] = {
+    "APP_ENV": ("dev", "env", "dev"),
+    "APP_SECRET": ("s3cret", "secret", "s3cret"),
+    "DATABASE_URL": ("postgresql://u@db:6543/x", "database_url", "postgresql://u@db:6543/x"),
+    "REDIS_URL": ("redis://cache:6380/2", "redis_url", "redis://cache:6380/2"),
+    "APP_HOST": ("0.0.0.0", "host", "0.0.0.0"),
+    "APP_PORT": ("9001", "port", 9001),
+    "APP_DATA_DIR": ("/var/lib/atelier", "data_dir", Path("/var/lib/atelier")),
+    "DB_POOL_SIZE": ("20", "db_pool_size", 20),
+    "DB_COMMIT_LANES": ("4", "db_commit_lanes", 4),
+    "GROUP_COMMIT_MAX": ("64", "group_commit_max", 64),
+    "SNAPSHOT_EVERY": ("0", "snapshot_every", 0),
+    "WRITE_MODEL_CACHE": ("10", "write_model_cache", 10),
+    "UNDO_DEPTH": ("7", "undo_depth", 7),
+    "MAX_BODY_BYTES": ("2048", "max_body_bytes", 2048),
+    "MAX_ASSET_BYTES": ("4096", "max_asset_bytes", 4096),
+    "LOG_LEVEL": ("DEBUG", "log_level", "debug"),
+    "LOG_FORMAT": ("console", "log_format", "console"),
+}
+
+INTEGER_VARIABLES = [
+    "APP_PORT",
+    "DB_POOL_SIZE",
+    "DB_COMMIT_LANES",
+    "GROUP_COMMIT_MAX",
+    "SNAPSHOT_EVERY",
+    "WRITE_MODEL_CACHE",
+    "UNDO_DEPTH",
+    "MAX_BODY_BYTES",
+    "MAX_ASSET_BYTES",
+]
+
+
+def prod(**env: str) -> Settings:
+    return Settings.from_env({"APP_SECRET": "k", **env})
+
+
+def test_every_variable_has_a_test_value() -> None:
+    assert set(OTHER_VALUES) == set(VARIABLES)
+
+
+def test_every_field_comes_from_a_variable() -> None:
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    assert fields == {field for _, field, _ in OTHER_VALUES.values()}
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = prod()
+    for name, (default, _meaning) in VARIABLES.items():
+        if default is None:
+            continue
+        _value, field, _parsed = OTHER_VALUES[name]
+        assert str(getattr(settings, field)) == default.lower() or name == "LOG_FORMAT", name
+    assert settings.env == "prod"
+    assert not settings.dev
+    assert settings.log_format == "json"  # auto outside dev
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_each_variable_is_read(name: str, tmp_path: Path) -> None:
+    value, field, parsed = OTHER_VALUES[name]
+    env = {"APP_SECRET": "k", "APP_DATA_DIR": str(tmp_path), name: value}
+    assert getattr(Settings.from_env(env), field) == parsed
+
+
+def test_empty_values_mean_the_default() -> None:
+    settings = prod(APP_PORT="", LOG_LEVEL="", DATABASE_URL="")
+    assert settings.port == 8000
+    assert settings.log_level == "info"
+    assert settings.database_url == VARIABLES["DATABASE_URL"][0]
+
+
+@pytest.mark.parametrize("name", INTEGER_VARIABLES)
+def test_integer_errors_name_the_variable(name: str) -> None:
+    with pytest.raises(ConfigError, match=name) as caught:
+        prod(**{name: "lots"})
+    assert "'lots'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("APP_PORT", "-1"),
+        ("APP_PORT", "65536"),
+        ("DB_POOL_SIZE", "1"),
+        ("DB_COMMIT_LANES", "0"),
+        ("GROUP_COMMIT_MAX", "0"),
+        ("SNAPSHOT_EVERY", "-5"),
+        ("WRITE_MODEL_CACHE", "0"),
+        ("UNDO_DEPTH", "0"),
+        ("MAX_BODY_BYTES", "1023"),
+        ("MAX_ASSET_BYTES", "12"),
+        ("LOG_LEVEL", "verbose"),
+        ("LOG_FORMAT", "xml"),
+    ],
+)
+def test_out_of_range_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        prod(**{name: value})
+
+
+def test_secret_is_required_outside_dev(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="APP_SECRET"):
+        Settings.from_env({"APP_DATA_DIR": str(tmp_path)})
+    with pytest.raises(ConfigError, match="APP_SECRET"):
+        Settings.from_env({"APP_ENV": "staging", "APP_SECRET": ""})
+    assert not list(tmp_path.iterdir())  # and nothing was written
+
+
+def test_dev_secret_is_made_once_and_kept(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = Settings.from_env({"APP_ENV": "dev", "APP_DATA_DIR": str(data)})
+    secret_file = data / "dev-secret"
+    assert first.secret and len(first.secret) >= 32
+    assert secret_file.read_text().strip() == first.secret
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    second = Settings.from_env({"APP_ENV": "dev", "APP_DATA_DIR": str(data)})
+    assert second.secret == first.secret
+    assert second.dev
+    assert second.log_format == "console"  # auto in dev
+
+
+def test_explicit_secret_wins_in_dev(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"APP_ENV": "dev", "APP_SECRET": "mine", "APP_DATA_DIR": str(tmp_path)}
+    )
+    assert settings.secret == "mine"
+    assert not (tmp_path / "dev-secret").exists()
+
+
+def test_settings_are_frozen() -> None:
+    settings = prod()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
