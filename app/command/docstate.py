@@ -1,0 +1,71 @@
+"""Per-document state kept by the command handler in one process.
+
+``model`` is the speculative head: the write model after every op that was decided
+here, including those still waiting for their commit. ``committed`` is the model
+after the last op known to be committed. When an append fails or loses a race, the
+head is dropped (``model = None``) and rebuilt from ``committed`` plus whatever the
+store holds after it, so a decision is never kept that was made on a state that did
+not commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from app.domain import WriteModel
+from app.store.ports import AppendRequest, AppendResult
+
+__all__ = ["RETRY", "DocState", "OpKey", "Pending"]
+
+OpKey = tuple[str, str]  # (actor, client op id)
+
+# The result given to ops that were decided on a head that turned out not to commit:
+# their callers decide again on the rebuilt model.
+RETRY = AppendResult(status="conflict", v=-1)
+
+_RECENT_OPS = 4096
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """One decided op on its way to the store."""
+
+    request: AppendRequest
+    model_after: WriteModel
+    future: asyncio.Future[AppendResult]
+
+
+@dataclass(slots=True, eq=False)
+class DocState:
+    doc_id: str
+    model: WriteModel | None = None
+    committed: WriteModel | None = None
+    queued: list[Pending] = field(default_factory=list)
+    inflight: bool = False
+    loading: asyncio.Future[WriteModel] | None = None
+    last_snapshot_v: int = 0
+    # Answers for op ids seen lately, so a re-sent op is answered without a query (I3);
+    # the store's ledger stays the authority.
+    recent_ops: OrderedDict[OpKey, int] = field(default_factory=OrderedDict)
+    # Ops with these ids are on their way: a second copy waits for the first's outcome.
+    pending_ops: dict[OpKey, asyncio.Future[AppendResult]] = field(default_factory=dict)
+
+    @property
+    def idle(self) -> bool:
+        return not self.queued and not self.inflight and self.loading is None and not self.pending_ops
+
+    def remember(self, key: OpKey, v: int) -> None:
+        self.recent_ops[key] = v
+        self.recent_ops.move_to_end(key)
+        if len(self.recent_ops) > _RECENT_OPS:
+            self.recent_ops.popitem(last=False)
+
+    def drop_head(self) -> None:
+        """Forget the speculative head and every op decided on it that has not been sent."""
+        self.model = None
+        for pending in self.queued:
+            if not pending.future.done():
+                pending.future.set_result(RETRY)
+        self.queued.clear()

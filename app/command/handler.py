@@ -1,0 +1,271 @@
+"""The command handler: an op goes in, an ``Ack`` comes out only after its event commits.
+
+    submit ─▶ idempotency (recent ids, in-flight copies) ─▶ parse ─▶ write model head
+           ─▶ decide ─▶ evolve the head ─▶ group commit ─▶ Ack   (I1, I3)
+
+Decisions are made on the speculative head, so ops of one document that arrive
+together chain in memory and share one transaction. A lost race (another process
+appended first) or a failed commit drops the head; the op is decided again on the
+rebuilt model, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from app.command.docstate import DocState, OpKey, Pending
+from app.command.groupcommit import GroupCommitter
+from app.command.writemodels import WriteModels, fold
+from app.domain import (
+    MODEL_SCHEMA,
+    Decision,
+    Role,
+    WriteModel,
+    can_write,
+    create_op,
+    decide,
+    decide_restore,
+    evolve,
+    model_to_json,
+    parse_op,
+    valid_id,
+)
+from app.errors import AppError, Invalid, NotFound, Unavailable
+from app.observability import metrics
+from app.store.ports import AppendRequest, AppendResult, EventStore, NewEvent, Snapshot, StoredEvent
+
+__all__ = ["Ack", "CommandHandler"]
+
+log = structlog.get_logger(__name__)
+
+_MAX_ATTEMPTS = 8
+_EMPTY_EFFECT = b"{}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The op is durably committed at version ``v`` (``duplicate``: it was before)."""
+
+    v: int
+    ts: int = 0
+    duplicate: bool = False
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        lanes: int = 2,
+        max_batch: int = 256,
+        snapshot_every: int = 200,
+        cache_size: int = 2000,
+        undo_depth: int = 100,
+    ) -> None:
+        self._store = store
+        self._undo_depth = undo_depth
+        self._snapshot_every = snapshot_every
+        self._models = WriteModels(store, capacity=cache_size, undo_depth=undo_depth)
+        self._committer = GroupCommitter(
+            store, lanes=lanes, max_batch=max_batch, on_committed=self._committed
+        )
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._committer.start()
+
+    async def close(self) -> None:
+        """Drain: answer every op in flight, then stop."""
+        await self._committer.close()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- documents ---------------------------------------------------------------
+
+    async def create_document(self, doc_id: str, owner: str, title: str) -> StoredEvent:
+        if not valid_id(doc_id):
+            raise Invalid("id must be 1-64 characters of [A-Za-z0-9_-]")
+        op = create_op(title)
+        event = NewEvent(
+            actor=owner, op_id=None, kind="doc.create", op=orjson.dumps(op), effect=_EMPTY_EFFECT
+        )
+        stored = await self._store.create_document(doc_id, owner, title, event)
+        state = self._models.state(doc_id)
+        if state.model is None and state.loading is None:
+            model = evolve(WriteModel.new(doc_id, self._undo_depth), 1, owner, op, {})
+            state.model = state.committed = model
+        return stored
+
+    async def model(self, doc_id: str) -> WriteModel:
+        """The document's write model as this process holds it (may include ops in flight)."""
+        return await self._models.head(self._models.state(doc_id))
+
+    # -- ops -------------------------------------------------------------------
+
+    async def submit(self, doc_id: str, actor: str, role: Role, op_id: str, raw_op: object) -> Ack:
+        started = time.perf_counter()
+        state = self._models.state(doc_id)
+        key: OpKey = (actor, op_id)
+        try:
+            ack = await self._submit_once(state, key, role, raw_op)
+        except AppError as exc:
+            metrics.ops_total.labels(outcome="reject", code=exc.code).inc()
+            raise
+        outcome = "duplicate" if ack.duplicate else "ack"
+        metrics.ops_total.labels(outcome=outcome, code="").inc()
+        metrics.ack_seconds.observe(time.perf_counter() - started)
+        return ack
+
+    async def _submit_once(self, state: DocState, key: OpKey, role: Role, raw: object) -> Ack:
+        # I3: an op id is applied at most once per user and document. The ledger in the
+        # store is the authority; these two checks only answer the common cases early.
+        while True:
+            known = state.recent_ops.get(key)
+            if known is not None:
+                return Ack(known, duplicate=True)
+            first = state.pending_ops.get(key)
+            if first is None:
+                break
+            try:
+                ack = await asyncio.shield(first)
+            except AppError:
+                continue  # the first copy was rejected: this one is validated afresh
+            return Ack(ack.v, ack.ts, duplicate=True)
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        state.pending_ops[key] = future
+        try:
+            ack = await self._decide_and_append(state, key, role, raw)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: copies waiting on it re-raise it
+            raise
+        else:
+            future.set_result(ack)
+        finally:
+            del state.pending_ops[key]
+        return ack
+
+    async def _decide_and_append(self, state: DocState, key: OpKey, role: Role, raw: object) -> Ack:
+        actor, op_id = key
+        try:
+            op = parse_op(raw)
+        except AppError as exc:
+            return await self._rejected(state, key, exc)
+        for _ in range(_MAX_ATTEMPTS):
+            model = await self._models.head(state)
+            try:
+                decision = decide(model, op, actor, role)
+            except AppError as exc:
+                return await self._rejected(state, key, exc)
+            result = await self._append(state, model, decision, actor, op_id)
+            if result.status == "ok":
+                return Ack(result.v, result.ts)
+            if result.status == "duplicate":
+                state.remember(key, result.v)
+                return Ack(result.v, duplicate=True)
+            if result.status == "missing":
+                raise NotFound(f"document {state.doc_id!r} does not exist")
+            metrics.version_conflicts_total.inc()
+        raise Unavailable("the document is too busy right now; retry with the same id")
+
+    async def _rejected(self, state: DocState, key: OpKey, exc: AppError) -> Ack:
+        """An op that fails now may be a re-send of one that was acknowledged before,
+        on this connection or another: the ledger says so (PROTOCOL.md 4, guarantee 3)."""
+        actor, op_id = key
+        try:
+            v = await self._store.find_op(state.doc_id, actor, op_id)
+        except Unavailable:
+            # Without the ledger we cannot tell a re-send from a new op; answering
+            # `conflict` could make a client drop an edit that is in fact stored.
+            raise Unavailable("the event store is unavailable; retry with the same id") from exc
+        if v is None:
+            raise exc
+        state.remember(key, v)
+        return Ack(v, duplicate=True)
+
+    async def _append(
+        self,
+        state: DocState,
+        model: WriteModel,
+        decision: Decision,
+        actor: str,
+        op_id: str | None,
+    ) -> AppendResult:
+        # No await between reading the head and enqueueing: the next op of this
+        # document is decided on the state this one leaves.
+        after = evolve(model, model.v + 1, actor, decision.op, decision.effect)
+        event = NewEvent(
+            actor=actor,
+            op_id=op_id,
+            kind=decision.kind,
+            op=orjson.dumps(decision.op),
+            effect=orjson.dumps(decision.effect),
+        )
+        request = AppendRequest(doc_id=state.doc_id, expected_v=model.v, event=event)
+        pending = Pending(request, after, asyncio.get_running_loop().create_future())
+        state.model = after
+        self._committer.enqueue(state, pending)
+        return await pending.future
+
+    # -- restore -----------------------------------------------------------------
+
+    async def restore(self, doc_id: str, actor: str, role: Role, to_v: int) -> Ack:
+        """Append a ``restore`` event that brings the state back to version ``to_v``."""
+        state = self._models.state(doc_id)
+        target = await self._state_at(doc_id, to_v)
+        for _ in range(_MAX_ATTEMPTS):
+            model = await self._models.head(state)
+            decision = decide_restore(model, target.doc, to_v, actor, role)
+            result = await self._append(state, model, decision, actor, None)
+            if result.status == "ok":
+                metrics.ops_total.labels(outcome="ack", code="").inc()
+                return Ack(result.v, result.ts)
+            if result.status == "missing":
+                raise NotFound(f"document {doc_id!r} does not exist")
+            metrics.version_conflicts_total.inc()
+        raise Unavailable("the document is too busy right now; retry")
+
+    async def _state_at(self, doc_id: str, v: int) -> WriteModel:
+        if v < 1:
+            raise Invalid("v must be a version of the document (1 or more)")
+        events = await self._store.read_stream(doc_id, after_v=0, limit=v)
+        if not events:
+            raise NotFound(f"document {doc_id!r} does not exist")
+        if events[-1].v != v:
+            raise Invalid(f"the document has no version {v} yet")
+        return fold(WriteModel.new(doc_id, self._undo_depth), events)
+
+    # -- after commit ------------------------------------------------------------
+
+    def _committed(self, state: DocState, pending: Pending, result: AppendResult) -> None:
+        state.committed = pending.model_after
+        event = pending.request.event
+        if event.op_id is not None:
+            state.remember((event.actor, event.op_id), result.v)
+        if self._snapshot_every and result.v - state.last_snapshot_v >= self._snapshot_every:
+            state.last_snapshot_v = result.v
+            self._spawn(self._snapshot(pending.model_after))
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _snapshot(self, model: WriteModel) -> None:
+        """Snapshots are an optimisation, never needed for correctness: a failure is logged."""
+        try:
+            state = orjson.dumps(model_to_json(model))
+            snapshot = Snapshot(doc_id=model.doc.id, v=model.v, schema=MODEL_SCHEMA, state=state)
+            await self._store.save_snapshot(snapshot)
+            metrics.snapshots_written_total.inc()
+        except Exception:
+            log.exception("snapshot failed", doc=model.doc.id, v=model.v)

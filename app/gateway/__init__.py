@@ -1,0 +1,1 @@
+"""The gateway: Starlette HTTP API (and, later, websocket sessions) on uvicorn."""

@@ -1,0 +1,236 @@
+"""Write-side benchmark: durable ops/s and ack latency through the command handler.
+
+Runs, in one process and on a throwaway database of the configured server:
+
+  ceiling   plain asyncpg single-row INSERT + COMMIT transactions, one connection per
+            task, at the same concurrency as each scenario (the raw PostgreSQL figure)
+  redis     redis-py XADD rate from 16 tasks (the raw Redis figure, for reference)
+  hot-doc   one document, 10 concurrent writers
+  many-docs 100 documents, 64 concurrent writers
+
+Each writer submits its next op as soon as the previous one is acknowledged (closed
+loop), so ack latency is the whole path: decide, group commit, COMMIT, answer.
+Prints a table, and with --write-docs updates the figures in docs/benchmarks.md.
+
+    .venv/bin/python scripts/bench_write.py [--seconds 10] [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import redis.asyncio as redis
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.command import CommandHandler  # noqa: E402
+from app.store.migrate import migrate  # noqa: E402
+from app.store.pool import create_pool  # noqa: E402
+from app.store.postgres import PostgresStore  # noqa: E402
+
+
+@dataclass
+class Result:
+    name: str
+    ops: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds
+
+    def pct(self, q: float) -> float:
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))] * 1000 if data else float("nan")
+
+
+async def closed_loop(
+    name: str, tasks: int, seconds: float, step: Callable[[int, int], Awaitable[None]]
+) -> Result:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    count = 0
+
+    async def worker(w: int) -> None:
+        nonlocal count
+        i = 0
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await step(w, i)
+            latencies.append(time.perf_counter() - t0)
+            count += 1
+            i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(tasks)))
+    return Result(name, count, time.perf_counter() - started, latencies)
+
+
+async def raw_ceiling(dsn: str, tasks: int, seconds: float) -> Result:
+    conns = [await asyncpg.connect(dsn) for _ in range(tasks)]
+    await conns[0].execute(
+        "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, stream int, "
+        "v int, payload jsonb, ts timestamptz DEFAULT now())"
+    )
+    payload = '{"kind": "element.update", "element": "e1", "set": {"x": 12.5}}'
+
+    async def step(w: int, i: int) -> None:
+        conn = conns[w]
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO bench_raw (stream, v, payload) VALUES ($1, $2, $3)", w, i, payload
+            )
+
+    try:
+        return await closed_loop(f"raw INSERT+COMMIT, {tasks} tasks", tasks, seconds, step)
+    finally:
+        await conns[0].execute("DROP TABLE bench_raw")
+        for conn in conns:
+            await conn.close()
+
+
+async def redis_ceiling(url: str, seconds: float) -> Result:
+    client = redis.from_url(url)
+    key = f"atelier-bench:{uuid.uuid4().hex}"
+    fields = {"op": b"x" * 300}
+
+    async def step(w: int, i: int) -> None:
+        await client.xadd(key, fields)  # type: ignore[arg-type]
+
+    try:
+        return await closed_loop("redis XADD, 16 tasks", 16, seconds, step)
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def handler_scenario(
+    store: PostgresStore, name: str, docs: int, writers: int, seconds: float, lanes: int
+) -> Result:
+    handler = CommandHandler(store, lanes=lanes, max_batch=256, snapshot_every=200)
+    await handler.start()
+    prefix = uuid.uuid4().hex[:8]
+    doc_ids = [f"{prefix}-{d}" for d in range(docs)]
+    for doc_id in doc_ids:
+        await handler.create_document(doc_id, "bench", "Benchmark")
+    # Each writer draws on its own layer of its document, so that runs do not conflict
+    # on purpose; the benchmark measures the path, not the conflict rate.
+    for w in range(writers):
+        doc_id = doc_ids[w % docs]
+        await handler.submit(doc_id, "bench", "owner", f"L-{w}", {
+            "kind": "layer.add", "layer": f"L{w}", "name": f"writer {w}"})
+        await handler.submit(doc_id, "bench", "owner", f"E-{w}", {
+            "kind": "element.add", "element": f"w{w}", "layer": f"L{w}", "shape": "rect",
+            "props": {"x": 0, "y": 0, "w": 10, "h": 10, "fill": "#336699"}})
+    rng = random.Random(7)
+
+    async def step(w: int, i: int) -> None:
+        doc_id = doc_ids[w % docs]
+        if i % 10 == 9:
+            op = {"kind": "element.add", "element": f"w{w}-{i}", "layer": f"L{w}",
+                  "shape": "stroke", "props": {"color": "#112233", "width": 3, "points": [
+                      [rng.uniform(0, 800), rng.uniform(0, 600), 0.5] for _ in range(20)]}}
+        else:
+            op = {"kind": "element.update", "element": f"w{w}",
+                  "set": {"x": rng.uniform(0, 800), "y": rng.uniform(0, 600)}}
+        await handler.submit(doc_id, "bench", "owner", f"{w}-{i}", op)
+
+    try:
+        return await closed_loop(name, writers, seconds, step)
+    finally:
+        await handler.close()
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--lanes", type=int, default=2)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/atelier")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    base = admin.rsplit("/", 1)[0]
+    db = f"atelier_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(f"{base}/postgres")
+    await conn.execute(f'CREATE DATABASE "{db}"')
+    await conn.close()
+    dsn = f"{base}/{db}"
+    try:
+        await migrate(dsn)
+        pool = await create_pool(dsn, 8)
+        store = PostgresStore(pool)
+        version = await pool.fetchval("SHOW server_version")
+        print(f"machine: {machine()}; PostgreSQL {version}; {args.seconds:.0f} s per figure")
+        rows: list[tuple[Result, Result | None]] = []
+        redis_result = await redis_ceiling(redis_url, args.seconds / 2)
+        for name, docs, writers in (("hot-doc: 1 document, 10 writers", 1, 10),
+                                    ("many-docs: 100 documents, 64 writers", 100, 64)):
+            ceiling = await raw_ceiling(dsn, writers, args.seconds)
+            result = await handler_scenario(store, name, docs, writers, args.seconds, args.lanes)
+            rows.append((result, ceiling))
+            print(report_line(result, ceiling))
+        print(report_line(redis_result, None))
+        await pool.close()
+    finally:
+        conn = await asyncpg.connect(f"{base}/postgres")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.close()
+    if args.write_docs:
+        write_docs(rows, redis_result, args.seconds)
+    return 0
+
+
+def report_line(r: Result, ceiling: Result | None) -> str:
+    line = (f"{r.name:40s} {r.rate:9,.0f} ops/s  p50 {r.pct(0.5):6.2f} ms  "
+            f"p99 {r.pct(0.99):6.2f} ms")
+    if ceiling is not None:
+        line += (f"  | ceiling {ceiling.rate:9,.0f}/s (p99 {ceiling.pct(0.99):.2f} ms)"
+                 f"  ratio {r.rate / ceiling.rate:.2f}x")
+    return line
+
+
+def write_docs(rows: list[tuple[Result, Result | None]], redis_result: Result, seconds: float) -> None:
+    path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start, end = "<!-- bench_write:start -->", "<!-- bench_write:end -->"
+    lines = [start, "",
+             f"Run on {time.strftime('%Y-%m-%d')}: {machine()}; {seconds:.0f} s per figure; "
+             "`.venv/bin/python scripts/bench_write.py --write-docs`.", "",
+             "| scenario | ops/s | ack p50 | ack p99 | raw ceiling (same concurrency) | ratio |",
+             "|---|---|---|---|---|---|"]
+    for r, c in rows:
+        assert c is not None
+        lines.append(f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} ms | {r.pct(0.99):.2f} ms | "
+                     f"{c.rate:,.0f}/s (p99 {c.pct(0.99):.2f} ms) | {r.rate / c.rate:.2f}x |")
+    lines += ["", f"Redis XADD from 16 tasks in the same run: {redis_result.rate:,.0f}/s "
+              f"(p99 {redis_result.pct(0.99):.2f} ms).", "", end]
+    block = "\n".join(lines)
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"updated {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(uvloop.run(main()))
