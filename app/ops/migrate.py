@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from app.config import Settings
 from app.errors import AppError
-from app.store.migrate import ensure_database, migrate
+from app.store.migrate import MigrationError, ensure_database, migrate
 
 __all__ = ["redact", "run"]
 
@@ -45,7 +45,7 @@ def run(settings: Settings, *, out: TextIO | None = None) -> int:
     database = urlsplit(dsn).path.lstrip("/") or "(default)"
     try:
         created, applied = asyncio.run(_apply(dsn))
-    except (OSError, TimeoutError, AppError) as exc:
+    except (OSError, TimeoutError, AppError, MigrationError) as exc:
         print(
             f"atelier: cannot migrate the database at {redact(dsn)} (DATABASE_URL): {exc}",
             file=sys.stderr,
