@@ -1,0 +1,83 @@
+"""A real gateway: uvicorn on a free loopback port, in the test's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from app.config import Settings
+from app.gateway.app import create_app
+from app.tokens import issue_token
+
+SECRET = "e2e-secret-0123456789abcdef0123456789"
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+
+    def token(self, user: str, name: str | None = None, ttl: int = 600) -> str:
+        return issue_token(SECRET, user, name=name, ttl=ttl, now=time.time())
+
+    def client(self, user: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+
+def gateway_settings(pg_dsn: str, **extra: str) -> Settings:
+    env = {
+        "APP_ENV": "dev",
+        "APP_SECRET": SECRET,
+        "DATABASE_URL": pg_dsn,
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "APP_PORT": "0",
+        "DB_POOL_SIZE": "4",
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
+    return Settings.from_env(env)
+
+
+async def start_gateway(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None,
+                            access_log=False, lifespan="on", ws_per_message_deflate=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def make_gateway(pg_dsn: str, pg_pool: object) -> AsyncIterator[Callable[..., object]]:
+    """Start gateways (several if a test asks); the ``pg_pool`` fixture empties the store after."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def make(**extra: str) -> Gateway:
+        settings = gateway_settings(pg_dsn, **extra)
+        server, task, url = await start_gateway(settings)
+        running.append((server, task))
+        return Gateway(url, settings)
+
+    yield make
+    for server, task in running:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def gateway(make_gateway: Callable[..., object]) -> Gateway:
+    made = await make_gateway()  # type: ignore[misc]
+    assert isinstance(made, Gateway)
+    return made
