@@ -121,7 +121,9 @@ async def ensure_database(dsn: str) -> bool:
                 return False
             try:
                 await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
-            except asyncpg.DuplicateDatabaseError:
+            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+                # Lost the race to another creator: the catalog's unique index on the
+                # name can fire before the friendlier duplicate-database check.
                 return False
             return True
         finally:

@@ -1,0 +1,265 @@
+"""Follow the global log in commit order, without ever skipping a row.
+
+``LogFollower`` reads ``events`` by position after a cursor, in batches, on a
+dedicated connection (not from the pool: LISTEN is per session). It is woken by
+``LISTEN atelier_log`` (``atelier_append`` notifies the new head at commit) and polls
+every ``poll_interval`` seconds anyway, so a lost notification costs at most that
+long. When the connection drops it reconnects with backoff, LISTENs again and
+resumes from its cursor; nothing is lost, since the cursor, not the notifications,
+says what to read. The relay and any read model that follows PostgreSQL use it::
+
+    async with LogFollower(dsn, after=checkpoint, epoch=checkpoint_epoch) as log:
+        async for batch in log:
+            ...  # batch: list[StoredEvent], positions cursor+1 .. cursor+len(batch)
+
+Two conditions are invariant breaches, not routine events, and raise instead of being
+papered over: a hole in the positions (``LogGapError``) and a store whose epoch or
+identity changed under the cursor (``EpochChanged``: a restore; every cursor of the
+old epoch is void, DESIGN.md "Global order").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Final
+
+import asyncpg
+
+from app.store._errors import is_unavailable, translate_errors
+from app.store._rows import EVENT_COLUMNS, to_event
+from app.store.ports import StoredEvent
+
+__all__ = ["CHANNEL", "EpochChanged", "LogFollower", "LogGapError"]
+
+CHANNEL: Final = "atelier_log"
+_READ: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+_META: Final = (
+    "SELECT m.store_id::text AS store_id, m.epoch, h.last_position"
+    " FROM store_meta AS m, log_head AS h"
+)
+
+log = logging.getLogger(__name__)
+
+
+class LogGapError(RuntimeError):
+    """The log has a hole or went backwards: positions are dense by construction, so
+    this is an invariant breach (manual SQL, a restore without an epoch bump). Stop and
+    alert; never skip."""
+
+
+class EpochChanged(RuntimeError):
+    """The store was restored or replaced under the cursor: resync from scratch."""
+
+
+class LogFollower:
+    """An async iterator of batches of ``StoredEvent``, in position order, each
+    position exactly once, starting after ``after``.
+
+    ``epoch``, when given, is the epoch the cursor belongs to; a store at another
+    epoch raises ``EpochChanged`` instead of being read with a void cursor.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        after: int = 0,
+        epoch: int | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        read_timeout: float = 10.0,
+        max_backoff: float = 5.0,
+        application_name: str = "atelier-follower",
+    ) -> None:
+        if after < 0 or batch_size < 1 or poll_interval <= 0:
+            raise ValueError("need after >= 0, batch_size >= 1 and poll_interval > 0")
+        self._dsn = dsn
+        self._position = after
+        self._epoch = epoch
+        self._store_id: str | None = None
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._read_timeout = read_timeout
+        self._max_backoff = max_backoff
+        self._application_name = application_name
+        self._conn: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._reconnects = 0
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        """The position of the last event handed out (the cursor)."""
+        return self._position
+
+    @property
+    def epoch(self) -> int | None:
+        """The store's epoch, known once connected."""
+        return self._epoch
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the connection was lost and re-established."""
+        return self._reconnects
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process of the current connection (for tests and diagnostics)."""
+        return None if self._conn is None else int(self._conn.get_server_pid())
+
+    async def __aenter__(self) -> LogFollower:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[list[StoredEvent]]:
+        return self.batches()
+
+    async def connect(self) -> None:
+        """Open the connection and LISTEN. Raises ``Unavailable`` when the database
+        cannot be reached now (later losses are retried forever by ``batches``)."""
+        with translate_errors("follow"):
+            await self._connect()
+
+    async def close(self) -> None:
+        """Stop: ``batches`` returns at its next step; the connection is closed."""
+        self._closed = True
+        self._wake.set()
+        await self._drop()
+
+    async def batches(self) -> AsyncIterator[list[StoredEvent]]:
+        """Yield each following batch as soon as it is committed; runs until closed."""
+        if self._conn is None:
+            await self.connect()
+        while not self._closed:
+            # Cleared BEFORE the read: a notification that arrives while we read sets
+            # it again, so the wait below returns at once and nothing waits a poll.
+            self._wake.clear()
+            try:
+                rows, read_on = await self._read()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                log.warning("log follower lost its connection: %s", exc)
+                await self._reconnect()
+                continue
+            if rows:
+                self._position = rows[-1].position
+                yield rows
+                if read_on:
+                    continue  # more is waiting: read on without sleeping
+            # Timing out is the fallback poll: read even without a notification.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _read(self) -> tuple[list[StoredEvent], bool]:
+        """The next contiguous events after the cursor, and whether to read on at once."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise asyncpg.ConnectionDoesNotExistError("the follower's connection is closed")
+        rows = await conn.fetch(_READ, self._position, self._batch_size, timeout=self._read_timeout)
+        events = [to_event(row) for row in rows]
+        # THE CONTIGUITY CHECK. The first row must be cursor + 1 and each next one the
+        # one after; anything else is raised, never skipped. Why a hole can only be a
+        # breach, never a row that "commits a moment later": positions come from the
+        # single log_head row, bumped by the LAST statement of each append
+        # transaction (atelier_append, migration 0002), and the row lock that bump
+        # takes is held until that transaction commits. The next writer's bump waits
+        # on the lock, so it can take position p + 1 only once the holder of p is
+        # committed and visible (or rolled back, in which case its bump is undone and
+        # p is handed out again). Hence every position a reader can see has all lower
+        # positions committed and visible too: "everything after p, in order" never
+        # misses a late commit, unlike a sequence (DESIGN.md, "Global order"; the
+        # negative control in tests/contract/test_global_order.py shows the miss).
+        # A hole after a contiguous prefix: hand out the prefix now; the next read starts
+        # at the hole and raises.
+        expected = self._position + 1
+        for index, event in enumerate(events):
+            if event.position != expected:
+                if index:
+                    return events[:index], True
+                raise LogGapError(
+                    f"hole in the global log: expected position {expected}, "
+                    f"read {event.position} (cursor {self._position})"
+                )
+            expected += 1
+        return events, len(events) == self._batch_size
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(
+            self._dsn,
+            server_settings={"application_name": self._application_name},
+            command_timeout=self._read_timeout,
+        )
+        try:
+            meta = await conn.fetchrow(_META)
+            self._check_store(str(meta["store_id"]), int(meta["epoch"]), int(meta["last_position"]))
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+        self._wake.set()  # read at once: commits may have happened while disconnected
+
+    def _check_store(self, store_id: str, epoch: int, head: int) -> None:
+        if self._store_id is not None and store_id != self._store_id:
+            raise EpochChanged(
+                f"the store changed under the follower ({self._store_id} -> {store_id})"
+            )
+        if self._epoch is not None and epoch != self._epoch:
+            raise EpochChanged(f"the store's epoch is {epoch}, the cursor's is {self._epoch}")
+        if head < self._position:
+            raise LogGapError(
+                f"the log's head {head} is behind the cursor {self._position}: "
+                "restored without an epoch bump?"
+            )
+        self._store_id = store_id
+        self._epoch = epoch
+
+    async def _reconnect(self) -> None:
+        await self._drop()
+        delay = 0.05
+        while not self._closed:
+            try:
+                await self._connect()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                log.warning("log follower cannot reconnect (retry in %.2fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+            else:
+                self._reconnects += 1
+                log.info("log follower reconnected at position %d", self._position)
+                return
+
+    async def _drop(self) -> None:
+        # No UNLISTEN needed: the server forgets a session's listeners when it ends.
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.remove_termination_listener(self._on_terminated)
+        if conn.is_closed():
+            return
+        try:
+            await conn.close(timeout=2)
+        except Exception:
+            conn.terminate()
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._wake.set()
+
+    def _on_terminated(self, conn: Any) -> None:
+        self._wake.set()  # read (and fail, and reconnect) now rather than at the next poll

@@ -1,0 +1,79 @@
+"""The asyncpg pool every store adapter runs on.
+
+Each connection is set up so that a stuck writer cannot stall the others for long:
+
+- ``lock_timeout``: an append waits at most this long for a document's row lock or
+  for ``log_head`` (held by another transaction until its commit); then it fails with
+  ``Unavailable`` and nothing is written, and the client retries with the same op id.
+- ``statement_timeout``: no statement runs longer than this.
+- ``idle_in_transaction_session_timeout``: a client that opened a transaction and went
+  away (or hangs) cannot keep its locks; the server ends its session.
+- ``command_timeout`` (client side): a query that gets no answer at all (the server or
+  the network is gone) raises instead of hanging the caller.
+
+The store writes ``bytea`` (orjson bytes, verbatim), so it needs no codec; the
+``init`` hook still registers orjson for ``json``/``jsonb`` so that the read side's
+SQL over JSON columns stays on the fast codec (STYLE.md, finding 5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from app.store._errors import translate_errors
+
+__all__ = ["COMMAND_TIMEOUT", "SERVER_SETTINGS", "create_pool"]
+
+SERVER_SETTINGS: Final[dict[str, str]] = {
+    "application_name": "atelier",
+    "lock_timeout": "5s",
+    "statement_timeout": "15s",
+    "idle_in_transaction_session_timeout": "30s",
+}
+COMMAND_TIMEOUT: Final = 20.0  # seconds; above statement_timeout, so the server speaks first
+
+
+async def create_pool(
+    dsn: str,
+    size: int,
+    *,
+    min_size: int | None = None,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Pool:
+    """An ``asyncpg.Pool`` of at most ``size`` connections to ``dsn``.
+
+    ``min_size`` connections (default ``min(size, 2)``) are opened now, so a wrong DSN
+    fails here with ``Unavailable`` rather than on the first request.
+    ``server_settings`` override ``SERVER_SETTINGS`` key by key.
+    """
+    if size < 1:
+        raise ValueError(f"pool size must be at least 1, got {size}")
+    settings = {**SERVER_SETTINGS, **(server_settings or {})}
+    with translate_errors("create_pool"):
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min(size, 2) if min_size is None else min_size,
+            max_size=size,
+            command_timeout=COMMAND_TIMEOUT,
+            server_settings=settings,
+            init=_init_connection,
+        )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name,
+            schema="pg_catalog",
+            # In text format the encoder must return str (asyncpg set_type_codec docs).
+            encoder=_encode_json,
+            decoder=orjson.loads,
+            format="text",
+        )
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
