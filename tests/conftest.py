@@ -1,0 +1,147 @@
+"""Shared fixtures, one section per backing service; each fixture cleans up after itself.
+
+PostgreSQL
+    ``pg_admin_dsn``  (session) a DSN of the server's maintenance database. From
+                      ``ATELIER_TEST_DATABASE_URL`` if set, else ``DATABASE_URL``'s
+                      server, else postgresql://postgres@127.0.0.1:5432/postgres.
+    ``pg_dsn``        (session) a throwaway database ``atelier_test_<random>``,
+                      migrated once and dropped at the end of the session.
+    ``pg_clean``      (function) the same DSN, for a test that opens its own pools or
+                      connections; every store table is emptied after the test (see
+                      ``reset_store``).
+    ``pg_pool``       (function) an asyncpg pool on it, from ``app.store.pool``.
+    ``store``         (function) a ``PostgresStore`` over that pool.
+    ``scratch_dsn``   (function) a factory of further empty, unmigrated databases,
+                      for tests of the migration runner itself; dropped afterwards.
+
+Redis and HTTP fixtures go in their own sections below, same habits: session-scoped
+servers or databases, function-scoped clients, cleanup in the fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from app.store.migrate import ensure_database, migrate
+from app.store.pool import create_pool
+from app.store.postgres import PostgresStore
+
+# ---------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------
+
+_DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# Every table the store writes. The events triggers forbid TRUNCATE; a superuser may
+# bypass them for the session with session_replication_role = replica, which is what
+# a test cleanup is (the production role is not a superuser).
+_STORE_TABLES = (
+    "events",
+    "op_ledger",
+    "snapshots",
+    "named_versions",
+    "members",
+    "documents",
+    "assets",
+)
+
+
+def _admin_dsn() -> str:
+    explicit = os.environ.get("ATELIER_TEST_DATABASE_URL")
+    if explicit:
+        return explicit
+    app_dsn = os.environ.get("DATABASE_URL")
+    if app_dsn:
+        return with_database(app_dsn, "postgres")
+    return _DEFAULT_ADMIN_DSN
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` with its database replaced (path component)."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+async def drop_database(admin_dsn: str, database: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def reset_store(dsn: str) -> None:
+    """Empty every store table and rewind the log to position 0, epoch 1."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(f"TRUNCATE {', '.join(_STORE_TABLES)}")
+            await conn.execute("UPDATE log_head SET last_position = 0")
+            await conn.execute("UPDATE store_meta SET epoch = 1")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    return _admin_dsn()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    # Synchronous on purpose: a session fixture with its own asyncio.run needs no
+    # session-scoped event loop, and every test keeps its own loop.
+    name = f"atelier_test_{uuid.uuid4().hex[:12]}"
+    dsn = with_database(pg_admin_dsn, name)
+    asyncio.run(ensure_database(dsn))
+    try:
+        asyncio.run(migrate(dsn))
+        yield dsn
+    finally:
+        asyncio.run(drop_database(pg_admin_dsn, name))
+
+
+@pytest.fixture
+async def pg_clean(pg_dsn: str) -> AsyncIterator[str]:
+    try:
+        yield pg_dsn
+    finally:
+        await reset_store(pg_dsn)
+
+
+@pytest.fixture
+async def pg_pool(pg_clean: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(pg_clean, 8)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def store(pg_pool: asyncpg.Pool) -> PostgresStore:
+    return PostgresStore(pg_pool)
+
+
+@pytest.fixture
+async def scratch_dsn(pg_admin_dsn: str) -> AsyncIterator[Callable[[], str]]:
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"atelier_test_{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        return with_database(pg_admin_dsn, name)
+
+    try:
+        yield make
+    finally:
+        for name in names:
+            await drop_database(pg_admin_dsn, name)
