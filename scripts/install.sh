@@ -33,6 +33,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     exit 0
 fi
 say "installing the project into .venv (pip install -e '.[dev]')"
-"$PY" -m pip install --disable-pip-version-check --no-input -q -e '.[dev]'
+# -qq: only errors; a machine's pip configuration can be chatty (missing local indexes).
+"$PY" -m pip install --disable-pip-version-check --no-input -qq -e '.[dev]'
 echo "$want" > "$STAMP"
 say "installed; pyproject.toml hash recorded in ${STAMP#"$ROOT"/}"
