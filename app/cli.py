@@ -97,3 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppError as exc:  # bad command-line input, e.g. an invalid user id
         print(f"{_PROG}: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGINT from `app dev`: uvicorn drains, then re-raises the signal it
+        # caught, which asyncio.run turns into KeyboardInterrupt. The stop was clean;
+        # a traceback would say otherwise.
+        return 130
