@@ -234,3 +234,43 @@ async def test_events_are_append_only(store: PostgresStore, pg_dsn: str) -> None
 async def test_empty_batch_is_a_no_op(store: PostgresStore) -> None:
     assert await store.append([]) == []
     assert await store.head() == 0
+
+
+async def test_append_only_probes_indexes_whatever_the_history(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    """A regression guard for 0003: every plan inside atelier_append is an index probe,
+    never a scan whose cost grows with the log or the ledger (auto_explain shows the
+    nested statements' plans)."""
+    await create_doc(store, "d1")
+    await store.append([request("d1", v, f"op-{v}") for v in range(1, 2001)])
+    conn = await asyncpg.connect(pg_dsn)
+    plans: list[str] = []
+    try:
+        await conn.execute("ANALYZE events, op_ledger, documents")
+        # Prepared first, so the driver's own type introspection is not in the plans.
+        call = await conn.prepare(
+            "SELECT * FROM atelier_append($1::text[], $2::bigint[], $3::text[], $4::text[],"
+            " $5::text[], $6::bytea[], $7::bytea[])"
+        )
+        conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+        await conn.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
+            " SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
+        )
+        await call.fetch(
+            ["d1", "d1", "d1"],
+            [2001, 2002, 1],
+            ["alice"] * 3,
+            ["new-1", "op-5", "op-7"],  # ok, then a duplicate, then a ledger duplicate
+            ["k"] * 3,
+            [b"{}"] * 3,
+            [b"{}"] * 3,
+        )
+        await asyncio.sleep(0.05)  # notices arrive asynchronously
+    finally:
+        await conn.close()
+    nested = [p for p in plans if "FROM atelier_append(" not in p]
+    assert len(nested) >= 6, plans
+    for plan in nested:
+        assert "Seq Scan" not in plan, plan
