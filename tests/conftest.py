@@ -7,8 +7,8 @@ PostgreSQL
     ``pg_dsn``        (session) a throwaway database ``atelier_test_<random>``,
                       migrated once and dropped at the end of the session.
     ``pg_clean``      (function) the same DSN, for a test that opens its own pools or
-                      connections; every store table is emptied after the test (see
-                      ``reset_store``).
+                      connections; the store is empty when the test starts and every
+                      store table is emptied after it (see ``reset_store``).
     ``pg_pool``       (function) an asyncpg pool on it, from ``app.store.pool``.
     ``store``         (function) a ``PostgresStore`` over that pool.
     ``scratch_dsn``   (function) a factory of further empty, unmigrated databases,
@@ -109,8 +109,26 @@ def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
         asyncio.run(drop_database(pg_admin_dsn, name))
 
 
+async def store_is_empty(dsn: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT (SELECT last_position = 0 FROM log_head)"
+                " AND (SELECT epoch = 1 FROM store_meta)"
+                + "".join(f" AND NOT EXISTS (SELECT FROM {table})" for table in _STORE_TABLES)
+            )
+        )
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def pg_clean(pg_dsn: str) -> AsyncIterator[str]:
+    # Also emptied BEFORE the test when a test that does not use this fixture left rows
+    # behind, so every test here starts from an empty store at position 0.
+    if not await store_is_empty(pg_dsn):
+        await reset_store(pg_dsn)
     try:
         yield pg_dsn
     finally:
