@@ -11,7 +11,9 @@ import io
 import os
 import signal
 import socket
+import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +150,48 @@ async def test_a_taken_port_is_refused_before_starting(capsys: pytest.CaptureFix
         assert await supervisor.run(handle_signals=False) == 1
     assert supervisor.starts["serve"] == 0
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------
+# The real thing: `python -m app dev` supervising the gateway, as `make run` starts it.
+# ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_app_dev_serves_then_stops_cleanly(
+    pg_dsn: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "APP_ENV": "dev",
+        "APP_DATA_DIR": str(tmp_path),
+        "APP_PORT": str(port),
+        "DATABASE_URL": pg_dsn,
+        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "LOG_FORMAT": "json",
+    }
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "dev"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the gateway accepts connections
+        assert line == f"Atelier is running at http://127.0.0.1:{port}/\n"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            assert response.status == 200
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert '"child_stopped"' in err
