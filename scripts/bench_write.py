@@ -22,7 +22,6 @@ import asyncio
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -36,10 +35,10 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.command import CommandHandler  # noqa: E402
-from app.store.migrate import migrate  # noqa: E402
-from app.store.pool import create_pool  # noqa: E402
-from app.store.postgres import PostgresStore  # noqa: E402
+from app.command import CommandHandler
+from app.store.migrate import migrate
+from app.store.pool import create_pool
+from app.store.postgres import PostgresStore
 
 
 @dataclass
@@ -131,22 +130,48 @@ async def handler_scenario(
     # on purpose; the benchmark measures the path, not the conflict rate.
     for w in range(writers):
         doc_id = doc_ids[w % docs]
-        await handler.submit(doc_id, "bench", "owner", f"L-{w}", {
-            "kind": "layer.add", "layer": f"L{w}", "name": f"writer {w}"})
-        await handler.submit(doc_id, "bench", "owner", f"E-{w}", {
-            "kind": "element.add", "element": f"w{w}", "layer": f"L{w}", "shape": "rect",
-            "props": {"x": 0, "y": 0, "w": 10, "h": 10, "fill": "#336699"}})
+        await handler.submit(
+            doc_id,
+            "bench",
+            "owner",
+            f"L-{w}",
+            {"kind": "layer.add", "layer": f"L{w}", "name": f"writer {w}"},
+        )
+        await handler.submit(
+            doc_id,
+            "bench",
+            "owner",
+            f"E-{w}",
+            {
+                "kind": "element.add",
+                "element": f"w{w}",
+                "layer": f"L{w}",
+                "shape": "rect",
+                "props": {"x": 0, "y": 0, "w": 10, "h": 10, "fill": "#336699"},
+            },
+        )
     rng = random.Random(7)
 
     async def step(w: int, i: int) -> None:
         doc_id = doc_ids[w % docs]
         if i % 10 == 9:
-            op = {"kind": "element.add", "element": f"w{w}-{i}", "layer": f"L{w}",
-                  "shape": "stroke", "props": {"color": "#112233", "width": 3, "points": [
-                      [rng.uniform(0, 800), rng.uniform(0, 600), 0.5] for _ in range(20)]}}
+            op = {
+                "kind": "element.add",
+                "element": f"w{w}-{i}",
+                "layer": f"L{w}",
+                "shape": "stroke",
+                "props": {
+                    "color": "#112233",
+                    "width": 3,
+                    "points": [[rng.uniform(0, 800), rng.uniform(0, 600), 0.5] for _ in range(20)],
+                },
+            }
         else:
-            op = {"kind": "element.update", "element": f"w{w}",
-                  "set": {"x": rng.uniform(0, 800), "y": rng.uniform(0, 600)}}
+            op = {
+                "kind": "element.update",
+                "element": f"w{w}",
+                "set": {"x": rng.uniform(0, 800), "y": rng.uniform(0, 600)},
+            }
         await handler.submit(doc_id, "bench", "owner", f"{w}-{i}", op)
 
     try:
@@ -157,7 +182,8 @@ async def handler_scenario(
 
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {cpu}, Python {platform.python_version()}"
 
 
 async def main() -> int:
@@ -182,8 +208,10 @@ async def main() -> int:
         print(f"machine: {machine()}; PostgreSQL {version}; {args.seconds:.0f} s per figure")
         rows: list[tuple[Result, Result | None]] = []
         redis_result = await redis_ceiling(redis_url, args.seconds / 2)
-        for name, docs, writers in (("hot-doc: 1 document, 10 writers", 1, 10),
-                                    ("many-docs: 100 documents, 64 writers", 100, 64)):
+        for name, docs, writers in (
+            ("hot-doc: 1 document, 10 writers", 1, 10),
+            ("many-docs: 100 documents, 64 writers", 100, 64),
+        ):
             ceiling = await raw_ceiling(dsn, writers, args.seconds)
             result = await handler_scenario(store, name, docs, writers, args.seconds, args.lanes)
             rows.append((result, ceiling))
@@ -200,32 +228,46 @@ async def main() -> int:
 
 
 def report_line(r: Result, ceiling: Result | None) -> str:
-    line = (f"{r.name:40s} {r.rate:9,.0f} ops/s  p50 {r.pct(0.5):6.2f} ms  "
-            f"p99 {r.pct(0.99):6.2f} ms")
+    line = f"{r.name:40s} {r.rate:9,.0f} ops/s  p50 {r.pct(0.5):6.2f} ms  p99 {r.pct(0.99):6.2f} ms"
     if ceiling is not None:
-        line += (f"  | ceiling {ceiling.rate:9,.0f}/s (p99 {ceiling.pct(0.99):.2f} ms)"
-                 f"  ratio {r.rate / ceiling.rate:.2f}x")
+        line += (
+            f"  | ceiling {ceiling.rate:9,.0f}/s (p99 {ceiling.pct(0.99):.2f} ms)"
+            f"  ratio {r.rate / ceiling.rate:.2f}x"
+        )
     return line
 
 
-def write_docs(rows: list[tuple[Result, Result | None]], redis_result: Result, seconds: float) -> None:
+def write_docs(
+    rows: list[tuple[Result, Result | None]], redis_result: Result, seconds: float
+) -> None:
     path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start, end = "<!-- bench_write:start -->", "<!-- bench_write:end -->"
-    lines = [start, "",
-             f"Run on {time.strftime('%Y-%m-%d')}: {machine()}; {seconds:.0f} s per figure; "
-             "`.venv/bin/python scripts/bench_write.py --write-docs`.", "",
-             "| scenario | ops/s | ack p50 | ack p99 | raw ceiling (same concurrency) | ratio |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        start,
+        "",
+        f"Run on {time.strftime('%Y-%m-%d')}: {machine()}; {seconds:.0f} s per figure; "
+        "`.venv/bin/python scripts/bench_write.py --write-docs`.",
+        "",
+        "| scenario | ops/s | ack p50 | ack p99 | raw ceiling (same concurrency) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for r, c in rows:
         assert c is not None
-        lines.append(f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} ms | {r.pct(0.99):.2f} ms | "
-                     f"{c.rate:,.0f}/s (p99 {c.pct(0.99):.2f} ms) | {r.rate / c.rate:.2f}x |")
-    lines += ["", f"Redis XADD from 16 tasks in the same run: {redis_result.rate:,.0f}/s "
-              f"(p99 {redis_result.pct(0.99):.2f} ms).", "", end]
+        lines.append(
+            f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} ms | {r.pct(0.99):.2f} ms | "
+            f"{c.rate:,.0f}/s (p99 {c.pct(0.99):.2f} ms) | {r.rate / c.rate:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Redis XADD from 16 tasks in the same run: {redis_result.rate:,.0f}/s "
+        f"(p99 {redis_result.pct(0.99):.2f} ms).",
+        "",
+        end,
+    ]
     block = "\n".join(lines)
     if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

@@ -54,7 +54,9 @@ class DocState:
 
     @property
     def idle(self) -> bool:
-        return not self.queued and not self.inflight and self.loading is None and not self.pending_ops
+        return (
+            not self.queued and not self.inflight and self.loading is None and not self.pending_ops
+        )
 
     def remember(self, key: OpKey, v: int) -> None:
         self.recent_ops[key] = v

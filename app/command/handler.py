@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,6 @@ from app.domain import (
     Decision,
     Role,
     WriteModel,
-    can_write,
     create_op,
     decide,
     decide_restore,
@@ -44,7 +44,8 @@ __all__ = ["Ack", "CommandHandler"]
 
 log = structlog.get_logger(__name__)
 
-_MAX_ATTEMPTS = 8
+# Optimistic tries before deciding under the document's lock.
+_OPTIMISTIC_ATTEMPTS = 3
 _EMPTY_EFFECT = b"{}"
 
 
@@ -160,22 +161,62 @@ class CommandHandler:
             op = parse_op(raw)
         except AppError as exc:
             return await self._rejected(state, key, exc)
-        for _ in range(_MAX_ATTEMPTS):
+        for _ in range(_OPTIMISTIC_ATTEMPTS):
             model = await self._models.head(state)
             try:
                 decision = decide(model, op, actor, role)
             except AppError as exc:
                 return await self._rejected(state, key, exc)
             result = await self._append(state, model, decision, actor, op_id)
-            if result.status == "ok":
-                return Ack(result.v, result.ts)
-            if result.status == "duplicate":
-                state.remember(key, result.v)
-                return Ack(result.v, duplicate=True)
-            if result.status == "missing":
-                raise NotFound(f"document {state.doc_id!r} does not exist")
+            if result.status != "conflict":
+                return self._answer(state, key, result)
             metrics.version_conflicts_total.inc()
+        # Lost the race several times: another writer keeps moving the document on.
+        # Decide under the document's lock, where no one can overtake (no starvation).
+        return await self._decide_exclusively(state, key, lambda m: decide(m, op, actor, role))
+
+    def _answer(self, state: DocState, key: OpKey, result: AppendResult) -> Ack:
+        if result.status == "ok":
+            return Ack(result.v, result.ts)
+        if result.status == "duplicate":
+            state.remember(key, result.v)
+            return Ack(result.v, duplicate=True)
+        if result.status == "missing":
+            raise NotFound(f"document {state.doc_id!r} does not exist")
         raise Unavailable("the document is too busy right now; retry with the same id")
+
+    async def _decide_exclusively(
+        self, state: DocState, key: OpKey, decide_on: Callable[[WriteModel], Decision]
+    ) -> Ack:
+        actor, op_id = key
+        await self._models.head(state)
+        base = state.committed
+        assert base is not None, "a loaded document has a committed model"
+        built: list[WriteModel] = []
+
+        def build(events: list[StoredEvent]) -> AppendRequest:
+            model = fold(base, events)
+            decision = decide_on(model)
+            built.append(evolve(model, model.v + 1, actor, decision.op, decision.effect))
+            return AppendRequest(state.doc_id, model.v, _event(decision, actor, op_id))
+
+        metrics.exclusive_appends_total.inc()
+        try:
+            result = await self._store.append_exclusive(state.doc_id, base.v, build)
+        except Unavailable:
+            raise
+        except AppError as exc:
+            if op_id is None:
+                raise
+            return await self._rejected(state, key, exc)
+        # Ops of this process decided before the lock will find the document moved:
+        # drop the head so that they are decided again on the new state.
+        state.drop_head()
+        if result.status == "ok" and built:
+            self._advance_committed(state, built[-1])
+            if op_id is not None:
+                state.remember(key, result.v)
+        return self._answer(state, key, result)
 
     async def _rejected(self, state: DocState, key: OpKey, exc: AppError) -> Ack:
         """An op that fails now may be a re-send of one that was acknowledged before,
@@ -203,13 +244,7 @@ class CommandHandler:
         # No await between reading the head and enqueueing: the next op of this
         # document is decided on the state this one leaves.
         after = evolve(model, model.v + 1, actor, decision.op, decision.effect)
-        event = NewEvent(
-            actor=actor,
-            op_id=op_id,
-            kind=decision.kind,
-            op=orjson.dumps(decision.op),
-            effect=orjson.dumps(decision.effect),
-        )
+        event = _event(decision, actor, op_id)
         request = AppendRequest(doc_id=state.doc_id, expected_v=model.v, event=event)
         pending = Pending(request, after, asyncio.get_running_loop().create_future())
         state.model = after
@@ -222,17 +257,16 @@ class CommandHandler:
         """Append a ``restore`` event that brings the state back to version ``to_v``."""
         state = self._models.state(doc_id)
         target = await self._state_at(doc_id, to_v)
-        for _ in range(_MAX_ATTEMPTS):
+        for _ in range(_OPTIMISTIC_ATTEMPTS):
             model = await self._models.head(state)
             decision = decide_restore(model, target.doc, to_v, actor, role)
             result = await self._append(state, model, decision, actor, None)
-            if result.status == "ok":
-                metrics.ops_total.labels(outcome="ack", code="").inc()
-                return Ack(result.v, result.ts)
-            if result.status == "missing":
-                raise NotFound(f"document {doc_id!r} does not exist")
+            if result.status != "conflict":
+                return self._answer(state, (actor, ""), result)
             metrics.version_conflicts_total.inc()
-        raise Unavailable("the document is too busy right now; retry")
+        return await self._decide_exclusively(
+            state, (actor, ""), lambda m: decide_restore(m, target.doc, to_v, actor, role)
+        )
 
     async def _state_at(self, doc_id: str, v: int) -> WriteModel:
         if v < 1:
@@ -246,8 +280,12 @@ class CommandHandler:
 
     # -- after commit ------------------------------------------------------------
 
+    def _advance_committed(self, state: DocState, model: WriteModel) -> None:
+        if state.committed is None or model.v > state.committed.v:
+            state.committed = model
+
     def _committed(self, state: DocState, pending: Pending, result: AppendResult) -> None:
-        state.committed = pending.model_after
+        self._advance_committed(state, pending.model_after)
         event = pending.request.event
         if event.op_id is not None:
             state.remember((event.actor, event.op_id), result.v)
@@ -269,3 +307,13 @@ class CommandHandler:
             metrics.snapshots_written_total.inc()
         except Exception:
             log.exception("snapshot failed", doc=model.doc.id, v=model.v)
+
+
+def _event(decision: Decision, actor: str, op_id: str | None) -> NewEvent:
+    return NewEvent(
+        actor=actor,
+        op_id=op_id,
+        kind=decision.kind,
+        op=orjson.dumps(decision.op),
+        effect=orjson.dumps(decision.effect),
+    )

@@ -20,8 +20,15 @@ __all__ = ["create_app"]
 
 log = structlog.get_logger(__name__)
 
-_HTTP_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-               405: "invalid", 413: "too_large", 429: "rate_limited"}
+_HTTP_CODES = {
+    400: "invalid",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 async def _app_error(request: Request, exc: Exception) -> Response:

@@ -88,7 +88,9 @@ async def name_version(request: Request) -> Response:
     if row is None:
         raise NotFound(f"document {doc_id!r} does not exist")
     named = await svc.store.add_version(doc_id, body.name, row.v, who.user)
-    return json_response({"name": named.name, "v": named.v, "ts": named.ts, "actor": named.actor}, 201)
+    return json_response(
+        {"name": named.name, "v": named.v, "ts": named.ts, "actor": named.actor}, 201
+    )
 
 
 async def restore(request: Request) -> Response:

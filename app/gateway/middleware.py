@@ -44,7 +44,9 @@ class AccessLog:
                 route = scope.get("route")
                 template = getattr(route, "path", "unmatched")
                 method = scope["method"]
-                metrics.http_requests_total.labels(method=method, route=template, status=status).inc()
+                metrics.http_requests_total.labels(
+                    method=method, route=template, status=status
+                ).inc()
                 if scope["path"] not in _QUIET:
                     log.info(
                         "request",

@@ -33,8 +33,12 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required,
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 _DOC = {"name": "doc_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -44,79 +48,170 @@ _V = _obj({"v": {"type": "integer"}}, ["v"])
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "Atelier", "version": __version__,
-             "description": "Real-time co-editing of layered canvases. WebSocket: PROTOCOL.md 4."},
+    "info": {
+        "title": "Atelier",
+        "version": __version__,
+        "description": "Real-time co-editing of layered canvases. WebSocket: PROTOCOL.md 4.",
+    },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         "schemas": {
-            "Error": _obj({"code": {"type": "string"}, "message": {"type": "string"}},
-                          ["code", "message"]),
-            "Summary": _obj({k: {"type": t} for k, t in (
-                ("id", "string"), ("title", "string"), ("v", "integer"), ("owner", "string"),
-                ("role", "string"), ("layers", "integer"), ("elements", "integer"),
-                ("updated_at", "integer"))}, ["id", "title", "v", "owner", "role"]),
+            "Error": _obj(
+                {"code": {"type": "string"}, "message": {"type": "string"}}, ["code", "message"]
+            ),
+            "Summary": _obj(
+                {
+                    k: {"type": t}
+                    for k, t in (
+                        ("id", "string"),
+                        ("title", "string"),
+                        ("v", "integer"),
+                        ("owner", "string"),
+                        ("role", "string"),
+                        ("layers", "integer"),
+                        ("elements", "integer"),
+                        ("updated_at", "integer"),
+                    )
+                },
+                ["id", "title", "v", "owner", "role"],
+            ),
         },
     },
     "paths": {
-        "/api/documents": {"post": {
-            "summary": "Create a document; the caller is its owner", "security": _SECURED,
-            "requestBody": _body(_obj({"title": {"type": "string", "minLength": 1, "maxLength": 200},
-                                       "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
-                                      ["title"])),
-            "responses": {"201": _json({"$ref": "#/components/schemas/Summary"}, "created"),
-                          **_errors(400, 401, 409, 413, 503)}}},
-        "/api/documents/{doc_id}/ops": {"post": {
-            "summary": "Submit an op; answered after it is durably committed",
-            "security": _SECURED, "parameters": [_DOC],
-            "requestBody": _body(_obj({"id": {"type": "string"}, "op": {"type": "object"}},
-                                      ["id", "op"])),
-            "responses": {"200": _json(_V, "ack"), **_errors(400, 401, 403, 404, 409, 413, 429, 503)}}},
+        "/api/documents": {
+            "post": {
+                "summary": "Create a document; the caller is its owner",
+                "security": _SECURED,
+                "requestBody": _body(
+                    _obj(
+                        {
+                            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        },
+                        ["title"],
+                    )
+                ),
+                "responses": {
+                    "201": _json({"$ref": "#/components/schemas/Summary"}, "created"),
+                    **_errors(400, 401, 409, 413, 503),
+                },
+            }
+        },
+        "/api/documents/{doc_id}/ops": {
+            "post": {
+                "summary": "Submit an op; answered after it is durably committed",
+                "security": _SECURED,
+                "parameters": [_DOC],
+                "requestBody": _body(
+                    _obj({"id": {"type": "string"}, "op": {"type": "object"}}, ["id", "op"])
+                ),
+                "responses": {
+                    "200": _json(_V, "ack"),
+                    **_errors(400, 401, 403, 404, 409, 413, 429, 503),
+                },
+            }
+        },
         "/api/documents/{doc_id}/members/{user}": {
-            "put": {"summary": "Add or change a member (owner only)", "security": _SECURED,
-                    "parameters": [_DOC, _USER],
-                    "requestBody": _body(_obj({"role": {"enum": ["editor", "viewer"]}}, ["role"])),
-                    "responses": {"200": _json(_obj({"user": {"type": "string"},
-                                                     "role": {"type": "string"}}, ["user", "role"]),
-                                               "member set"), **_errors(400, 401, 403, 404)}},
-            "delete": {"summary": "Remove a member (owner only)", "security": _SECURED,
-                       "parameters": [_DOC, _USER],
-                       "responses": {"204": {"description": "removed"},
-                                     **_errors(400, 401, 403, 404)}}},
-        "/api/documents/{doc_id}/versions": {"post": {
-            "summary": "Name the current version", "security": _SECURED, "parameters": [_DOC],
-            "requestBody": _body(_obj({"name": {"type": "string", "minLength": 1,
-                                                "maxLength": 200}}, ["name"])),
-            "responses": {"201": _json({"type": "object"}, "named"),
-                          **_errors(400, 401, 403, 404, 409)}}},
-        "/api/documents/{doc_id}/restore": {"post": {
-            "summary": "Append a restore event that brings the state back to version v",
-            "security": _SECURED, "parameters": [_DOC],
-            "requestBody": _body(_obj({"v": {"type": "integer", "minimum": 1}}, ["v"])),
-            "responses": {"200": _json(_V, "restored"), **_errors(400, 401, 403, 404, 503)}}},
-        "/api/assets": {"post": {
-            "summary": "Upload an image (raw bytes, at most 20 MiB)", "security": _SECURED,
-            "requestBody": {"required": True, "content": {"image/*": {}}},
-            "responses": {"201": _json(_obj({"asset": {"type": "string"}}, ["asset"]), "stored"),
-                          **_errors(400, 401, 413)}}},
-        "/api/assets/{sha256}": {"get": {
-            "summary": "The bytes of an asset", "security": _SECURED,
-            "parameters": [{"name": "sha256", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "the bytes", "content": {"image/*": {}}},
-                          **_errors(400, 401, 404)}}},
-        "/api/dev/token": {"get": {
-            "summary": "A token for ?user= (APP_ENV=dev only; 404 otherwise)",
-            "parameters": [{"name": "user", "in": "query", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {"200": _json(_obj({"token": {"type": "string"}}, ["token"]), "token"),
-                          **_errors(400, 404)}}},
-        "/healthz": {"get": {"summary": "200 while the process runs",
-                             "responses": {"200": {"description": "alive"}}}},
-        "/readyz": {"get": {"summary": "200 when PostgreSQL and Redis answer and the schema is current",
-                            "responses": {"200": {"description": "ready"},
-                                          "503": {"description": "not ready"}}}},
-        "/metrics": {"get": {"summary": "Prometheus text format",
-                             "responses": {"200": {"description": "metrics"}}}},
+            "put": {
+                "summary": "Add or change a member (owner only)",
+                "security": _SECURED,
+                "parameters": [_DOC, _USER],
+                "requestBody": _body(_obj({"role": {"enum": ["editor", "viewer"]}}, ["role"])),
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {"user": {"type": "string"}, "role": {"type": "string"}},
+                            ["user", "role"],
+                        ),
+                        "member set",
+                    ),
+                    **_errors(400, 401, 403, 404),
+                },
+            },
+            "delete": {
+                "summary": "Remove a member (owner only)",
+                "security": _SECURED,
+                "parameters": [_DOC, _USER],
+                "responses": {"204": {"description": "removed"}, **_errors(400, 401, 403, 404)},
+            },
+        },
+        "/api/documents/{doc_id}/versions": {
+            "post": {
+                "summary": "Name the current version",
+                "security": _SECURED,
+                "parameters": [_DOC],
+                "requestBody": _body(
+                    _obj({"name": {"type": "string", "minLength": 1, "maxLength": 200}}, ["name"])
+                ),
+                "responses": {
+                    "201": _json({"type": "object"}, "named"),
+                    **_errors(400, 401, 403, 404, 409),
+                },
+            }
+        },
+        "/api/documents/{doc_id}/restore": {
+            "post": {
+                "summary": "Append a restore event that brings the state back to version v",
+                "security": _SECURED,
+                "parameters": [_DOC],
+                "requestBody": _body(_obj({"v": {"type": "integer", "minimum": 1}}, ["v"])),
+                "responses": {"200": _json(_V, "restored"), **_errors(400, 401, 403, 404, 503)},
+            }
+        },
+        "/api/assets": {
+            "post": {
+                "summary": "Upload an image (raw bytes, at most 20 MiB)",
+                "security": _SECURED,
+                "requestBody": {"required": True, "content": {"image/*": {}}},
+                "responses": {
+                    "201": _json(_obj({"asset": {"type": "string"}}, ["asset"]), "stored"),
+                    **_errors(400, 401, 413),
+                },
+            }
+        },
+        "/api/assets/{sha256}": {
+            "get": {
+                "summary": "The bytes of an asset",
+                "security": _SECURED,
+                "parameters": [
+                    {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "the bytes", "content": {"image/*": {}}},
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/api/dev/token": {
+            "get": {
+                "summary": "A token for ?user= (APP_ENV=dev only; 404 otherwise)",
+                "parameters": [
+                    {"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(_obj({"token": {"type": "string"}}, ["token"]), "token"),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "200 while the process runs",
+                "responses": {"200": {"description": "alive"}},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "200 when PostgreSQL and Redis answer and the schema is current",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus text format",
+                "responses": {"200": {"description": "metrics"}},
+            }
+        },
     },
 }
 

@@ -10,6 +10,8 @@ names below are what the code uses:
     append_seconds                 time of one group-commit transaction
     ack_seconds                    submit to ack, as the client waits for it
     version_conflicts_total        optimistic-concurrency conflicts (decide retried)
+    exclusive_appends_total        ops decided under the document's lock after losing
+                                   the optimistic race several times
     write_models_cached            write models kept warm in this process
     write_model_loads_total        write models loaded from the store (cache misses)
     snapshots_written_total        snapshots written
@@ -37,6 +39,7 @@ __all__ = [
     "ack_seconds",
     "append_batch_size",
     "append_seconds",
+    "exclusive_appends_total",
     "http_requests_total",
     "ops_total",
     "render",
@@ -98,6 +101,11 @@ ack_seconds: Final = Histogram(
 version_conflicts_total: Final = Counter(
     "atelier_version_conflicts",
     "Appends that lost the optimistic-concurrency race on (document, version).",
+    registry=REGISTRY,
+)
+exclusive_appends_total: Final = Counter(
+    "atelier_exclusive_appends",
+    "Ops decided under the document's row lock after repeated conflicts (no starvation).",
     registry=REGISTRY,
 )
 write_models_cached: Final = Gauge(

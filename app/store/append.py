@@ -11,16 +11,17 @@ committed or none of it did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import asyncpg
 
 from app.errors import Conflict, Internal
 from app.store._errors import translate_errors
+from app.store._rows import EVENT_COLUMNS, to_event
 from app.store.ports import AppendRequest, AppendResult, NewEvent, StoredEvent
 
-__all__ = ["append_batch", "create_document"]
+__all__ = ["append_batch", "append_exclusive", "create_document"]
 
 _APPEND: Final = (
     "SELECT status, v, position, ts FROM atelier_append("
@@ -33,11 +34,12 @@ _CREATE: Final = (
 _STATUSES: Final = frozenset({"ok", "duplicate", "conflict", "missing"})
 
 
-async def append_batch(pool: asyncpg.Pool, batch: Sequence[AppendRequest]) -> list[AppendResult]:
+async def append_batch(pool: Any, batch: Sequence[AppendRequest]) -> list[AppendResult]:
     """Append every request of ``batch`` in one transaction; results in request order.
 
     Requests of one document are chained in order (expected_v, expected_v + 1, ...).
     Raises ``Unavailable`` when the batch could not be committed (nothing of it was).
+    ``pool`` may also be a connection inside a transaction (``append_exclusive``).
     """
     if not batch:
         return []
@@ -55,6 +57,38 @@ async def append_batch(pool: asyncpg.Pool, batch: Sequence[AppendRequest]) -> li
     if len(rows) != len(batch):
         raise Internal(f"atelier_append returned {len(rows)} results for {len(batch)} requests")
     return [_to_result(row) for row in rows]
+
+
+async def append_exclusive(
+    pool: asyncpg.Pool,
+    doc_id: str,
+    after_v: int,
+    build: Callable[[list[StoredEvent]], AppendRequest],
+) -> AppendResult:
+    """Append one request decided under the document's row lock: the progress guarantee.
+
+    Optimistic appends can starve: a writer whose op always finds the document moved
+    on by a busier one retries forever. This path locks the document's row first, so
+    no one else can append to it; hands ``build`` every event after ``after_v`` (the
+    caller folds them into its model and decides); and appends what ``build`` returns in
+    the same transaction, so the decision cannot be overtaken. An exception from
+    ``build`` (a rejection) rolls everything back.
+    """
+    with translate_errors("append_exclusive"):
+        async with pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval(
+                "SELECT v FROM documents WHERE id = $1 FOR NO KEY UPDATE", doc_id
+            )
+            if current is None:
+                return AppendResult(status="missing", v=0)
+            rows = await conn.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE doc_id = $1 AND v > $2 ORDER BY v",
+                doc_id,
+                after_v,
+            )
+            request = build([to_event(row) for row in rows])
+            (result,) = await append_batch(conn, [request])
+            return result
 
 
 async def create_document(

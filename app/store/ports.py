@@ -7,7 +7,7 @@ decisions to these records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -140,6 +140,14 @@ class EventStore(Protocol):
         A request whose document is not at its expected version (or one chained after
         it in the same batch) fails alone with ``conflict``; the others commit.
         Raises ``Unavailable`` when nothing could be committed."""
+        ...
+
+    async def append_exclusive(
+        self, doc_id: str, after_v: int, build: Callable[[list[StoredEvent]], AppendRequest]
+    ) -> AppendResult:
+        """Lock the document, give ``build`` the events after ``after_v``, and append the
+        request it returns in the same transaction (no one can overtake it). Exceptions
+        from ``build`` roll back and propagate."""
         ...
 
     async def find_op(self, doc_id: str, actor: str, op_id: str) -> int | None:

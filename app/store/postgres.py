@@ -8,7 +8,7 @@ returns records, never rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, cast, get_args
 
 import asyncpg
@@ -125,6 +125,11 @@ class PostgresStore:
 
     async def append(self, batch: Sequence[AppendRequest]) -> list[AppendResult]:
         return await _append.append_batch(self._pool, batch)
+
+    async def append_exclusive(
+        self, doc_id: str, after_v: int, build: Callable[[list[StoredEvent]], AppendRequest]
+    ) -> AppendResult:
+        return await _append.append_exclusive(self._pool, doc_id, after_v, build)
 
     async def find_op(self, doc_id: str, actor: str, op_id: str) -> int | None:
         with translate_errors("find_op"):

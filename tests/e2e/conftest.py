@@ -47,8 +47,15 @@ def gateway_settings(pg_dsn: str, **extra: str) -> Settings:
 
 
 async def start_gateway(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None,
-                            access_log=False, lifespan="on", ws_per_message_deflate=False)
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ws_per_message_deflate=False,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -19,14 +19,24 @@ async def create(gw: Gateway, owner: str = "alice", doc_id: str = "d1") -> None:
     async with gw.client(owner) as c:
         r = await c.post("/api/documents", json={"title": "Poster", "id": doc_id})
         assert r.status_code == 201, r.text
-        r = await c.post(f"/api/documents/{doc_id}/ops",
-                         json={"id": "L", "op": {"kind": "layer.add", "layer": "L1", "name": "Bg"}})
+        r = await c.post(
+            f"/api/documents/{doc_id}/ops",
+            json={"id": "L", "op": {"kind": "layer.add", "layer": "L1", "name": "Bg"}},
+        )
         assert r.status_code == 200, r.text
 
 
 def rect_op(op_id: str, element: str) -> dict[str, Any]:
-    return {"id": op_id, "op": {"kind": "element.add", "element": element, "layer": "L1",
-                                "shape": "rect", "props": {"x": 1, "y": 2, "w": 3, "h": 4}}}
+    return {
+        "id": op_id,
+        "op": {
+            "kind": "element.add",
+            "element": element,
+            "layer": "L1",
+            "shape": "rect",
+            "props": {"x": 1, "y": 2, "w": 3, "h": 4},
+        },
+    }
 
 
 async def test_create_document_returns_a_summary(gateway: Gateway) -> None:
@@ -35,7 +45,12 @@ async def test_create_document_returns_a_summary(gateway: Gateway) -> None:
     body = r.json()
     assert r.status_code == 201
     assert set(body) == {"id", "title", "v", "owner", "role", "layers", "elements", "updated_at"}
-    assert (body["title"], body["v"], body["owner"], body["role"]) == ("Poster", 1, "alice", "owner")
+    assert (body["title"], body["v"], body["owner"], body["role"]) == (
+        "Poster",
+        1,
+        "alice",
+        "owner",
+    )
     assert (body["layers"], body["elements"]) == (0, 0) and body["updated_at"] > 1_600_000_000_000
 
 
@@ -46,7 +61,9 @@ async def test_an_existing_id_is_a_conflict(gateway: Gateway) -> None:
     assert (r.status_code, r.json()["code"]) == (409, "conflict")
 
 
-async def test_ops_are_acked_with_their_version_and_resent_ids_are_stored_once(gateway: Gateway) -> None:
+async def test_ops_are_acked_with_their_version_and_resent_ids_are_stored_once(
+    gateway: Gateway,
+) -> None:
     await create(gateway)
     async with gateway.client("alice") as c:
         first = await c.post("/api/documents/d1/ops", json=rect_op("op-1", "e1"))
@@ -65,10 +82,17 @@ async def test_ops_are_acked_with_their_version_and_resent_ids_are_stored_once(g
         (b'{"id": "x", "op": {"kind": "doc.rename", "title": "t"}, "extra": 1}', 400, "invalid"),
         (b'{"id": 7, "op": {}}', 400, "invalid"),
         (b'{"id": "bad id!", "op": {"kind": "doc.rename", "title": "t"}}', 400, "invalid"),
-        (b'{"id": "x", "op": {"kind": "element.update", "element": "e", "set": {"x": NaN}}}',
-         400, "bad_message"),
-        (b'{"id": "x", "op": {"kind": "element.add", "element": "e1", "layer": "L9", '
-         b'"shape": "rect", "props": {}}}', 409, "conflict"),
+        (
+            b'{"id": "x", "op": {"kind": "element.update", "element": "e", "set": {"x": NaN}}}',
+            400,
+            "bad_message",
+        ),
+        (
+            b'{"id": "x", "op": {"kind": "element.add", "element": "e1", "layer": "L9", '
+            b'"shape": "rect", "props": {}}}',
+            409,
+            "conflict",
+        ),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
@@ -76,8 +100,9 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
 ) -> None:
     await create(gateway)
     async with gateway.client("alice") as c:
-        r = await c.post("/api/documents/d1/ops", content=body,
-                         headers={"content-type": "application/json"})
+        r = await c.post(
+            "/api/documents/d1/ops", content=body, headers={"content-type": "application/json"}
+        )
         assert (r.status_code, r.json()["code"]) == (status, code), r.text
         assert r.json()["message"]
         ok = await c.post("/api/documents/d1/ops", json=rect_op("after", "e1"))
@@ -95,10 +120,14 @@ async def test_a_huge_body_is_refused_413(gateway: Gateway) -> None:
 async def test_tokens_are_required_and_checked(gateway: Gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway.url) as c:
         none = await c.post("/api/documents", json={"title": "t"})
-        bad = await c.post("/api/documents", json={"title": "t"},
-                           headers={"Authorization": "Bearer not.a.token"})
-        expired = await c.post("/api/documents", json={"title": "t"},
-                               headers={"Authorization": f"Bearer {expired_token()}"})
+        bad = await c.post(
+            "/api/documents", json={"title": "t"}, headers={"Authorization": "Bearer not.a.token"}
+        )
+        expired = await c.post(
+            "/api/documents",
+            json={"title": "t"},
+            headers={"Authorization": f"Bearer {expired_token()}"},
+        )
     for r in (none, bad, expired):
         assert (r.status_code, r.json()["code"]) == (401, "unauthenticated")
 
@@ -109,25 +138,38 @@ def expired_token() -> str:
 
 async def test_roles_viewers_members_and_strangers(gateway: Gateway) -> None:
     await create(gateway)
-    async with gateway.client("alice") as owner, gateway.client("bob") as bob, \
-            gateway.client("eve") as eve:
+    async with (
+        gateway.client("alice") as owner,
+        gateway.client("bob") as bob,
+        gateway.client("eve") as eve,
+    ):
         assert (await eve.post("/api/documents/d1/ops", json=rect_op("x", "e1"))).status_code == 403
-        assert (await eve.post("/api/documents/nope/ops", json=rect_op("x", "e1"))).status_code == 404
+        assert (
+            await eve.post("/api/documents/nope/ops", json=rect_op("x", "e1"))
+        ).status_code == 404
         r = await owner.put("/api/documents/d1/members/bob", json={"role": "viewer"})
         assert r.status_code == 200 and r.json() == {"user": "bob", "role": "viewer"}
         r = await bob.post("/api/documents/d1/ops", json=rect_op("b1", "e1"))
         assert (r.status_code, r.json()["code"]) == (403, "forbidden")
         # Only the owner manages members; the owner cannot be demoted or removed.
-        assert (await bob.put("/api/documents/d1/members/eve", json={"role": "editor"})).status_code == 403
-        assert (await owner.put("/api/documents/d1/members/alice", json={"role": "viewer"})).status_code == 400
+        assert (
+            await bob.put("/api/documents/d1/members/eve", json={"role": "editor"})
+        ).status_code == 403
+        assert (
+            await owner.put("/api/documents/d1/members/alice", json={"role": "viewer"})
+        ).status_code == 400
         assert (await owner.delete("/api/documents/d1/members/alice")).status_code == 400
-        assert (await owner.put("/api/documents/d1/members/bob", json={"role": "owner"})).status_code == 400
+        assert (
+            await owner.put("/api/documents/d1/members/bob", json={"role": "owner"})
+        ).status_code == 400
         await owner.put("/api/documents/d1/members/bob", json={"role": "editor"})
         r = await bob.post("/api/documents/d1/ops", json=rect_op("b1", "e1"))
         assert r.json() == {"v": 3}
         assert (await owner.delete("/api/documents/d1/members/bob")).status_code == 204
         assert (await owner.delete("/api/documents/d1/members/bob")).status_code == 404
-        assert (await bob.post("/api/documents/d1/ops", json=rect_op("b2", "e2"))).status_code == 403
+        assert (
+            await bob.post("/api/documents/d1/ops", json=rect_op("b2", "e2"))
+        ).status_code == 403
 
 
 async def test_named_versions_and_restore(gateway: Gateway) -> None:
@@ -137,9 +179,14 @@ async def test_named_versions_and_restore(gateway: Gateway) -> None:
         named = await c.post("/api/documents/d1/versions", json={"name": "first draft"})
         assert named.status_code == 201
         assert {k: named.json()[k] for k in ("name", "v", "actor")} == {
-            "name": "first draft", "v": 3, "actor": "alice"}
-        await c.post("/api/documents/d1/ops",
-                     json={"id": "rm", "op": {"kind": "element.remove", "element": "e1"}})
+            "name": "first draft",
+            "v": 3,
+            "actor": "alice",
+        }
+        await c.post(
+            "/api/documents/d1/ops",
+            json={"id": "rm", "op": {"kind": "element.remove", "element": "e1"}},
+        )
         r = await c.post("/api/documents/d1/restore", json={"v": 3})
         assert (r.status_code, r.json()) == (200, {"v": 5})
         bad = await c.post("/api/documents/d1/restore", json={"v": 99})
@@ -155,7 +202,9 @@ async def test_assets_are_content_addressed(gateway: Gateway) -> None:
         assert r1.json() == r2.json() == {"asset": hashlib.sha256(PNG).hexdigest()}
         got = await c.get(f"/api/assets/{r1.json()['asset']}")
         assert got.content == PNG and got.headers["content-type"] == "image/png"
-        not_image = await c.post("/api/assets", content=b"hello", headers={"content-type": "text/plain"})
+        not_image = await c.post(
+            "/api/assets", content=b"hello", headers={"content-type": "text/plain"}
+        )
         assert (not_image.status_code, not_image.json()["code"]) == (400, "invalid")
         missing = await c.get("/api/assets/" + "0" * 64)
         assert missing.status_code == 404
@@ -188,5 +237,7 @@ async def test_openapi_lists_every_route_the_gateway_serves(gateway: Gateway) ->
 
     async with httpx.AsyncClient(base_url=gateway.url) as c:
         spec = (await c.get("/openapi.json")).json()
-    served = {getattr(r, "path", "") for r in create_app(gateway.settings).routes} - {"/openapi.json"}
+    served = {getattr(r, "path", "") for r in create_app(gateway.settings).routes} - {
+        "/openapi.json"
+    }
     assert served == set(spec["paths"])

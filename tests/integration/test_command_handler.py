@@ -17,8 +17,13 @@ from app.store.postgres import PostgresStore
 
 
 def rect(element: str, layer: str = "L1", x: float = 0) -> dict[str, Any]:
-    return {"kind": "element.add", "element": element, "layer": layer, "shape": "rect",
-            "props": {"x": x, "y": 0, "w": 10, "h": 10}}
+    return {
+        "kind": "element.add",
+        "element": element,
+        "layer": layer,
+        "shape": "rect",
+        "props": {"x": x, "y": 0, "w": 10, "h": 10},
+    }
 
 
 @pytest.fixture
@@ -31,7 +36,9 @@ async def handler(store: PostgresStore) -> Any:
 
 async def new_doc(h: CommandHandler, doc_id: str = "d1", owner: str = "alice") -> None:
     await h.create_document(doc_id, owner, "Poster")
-    await h.submit(doc_id, owner, "owner", "add-L1", {"kind": "layer.add", "layer": "L1", "name": "Bg"})
+    await h.submit(
+        doc_id, owner, "owner", "add-L1", {"kind": "layer.add", "layer": "L1", "name": "Bg"}
+    )
 
 
 async def count_events(pool: asyncpg.Pool, doc_id: str = "d1") -> int:
@@ -45,7 +52,9 @@ async def test_ack_comes_after_the_event_is_committed(handler: CommandHandler, p
     # I1: another connection sees the event the moment the ack exists.
     conn = await asyncpg.connect(pg_dsn)
     try:
-        row = await conn.fetchrow("SELECT v, actor, op_id FROM events WHERE doc_id='d1' AND v=$1", ack.v)
+        row = await conn.fetchrow(
+            "SELECT v, actor, op_id FROM events WHERE doc_id='d1' AND v=$1", ack.v
+        )
     finally:
         await conn.close()
     assert ack.v == 3 and not ack.duplicate
@@ -89,8 +98,9 @@ async def test_copies_of_one_op_in_flight_at_once_are_stored_once(
     handler: CommandHandler, store: PostgresStore
 ) -> None:
     await new_doc(handler)
-    acks = await asyncio.gather(*(handler.submit("d1", "alice", "owner", "same", rect("e1"))
-                                  for _ in range(8)))
+    acks = await asyncio.gather(
+        *(handler.submit("d1", "alice", "owner", "same", rect("e1")) for _ in range(8))
+    )
     assert len({a.v for a in acks}) == 1
     assert sum(not a.duplicate for a in acks) == 1
     assert await count_events(store.pool) == 3
@@ -130,10 +140,13 @@ async def test_unknown_document(handler: CommandHandler) -> None:
         await handler.submit("nope", "alice", "owner", "op-1", rect("e1"))
 
 
-async def test_concurrent_ops_share_transactions(handler: CommandHandler, store: PostgresStore) -> None:
+async def test_concurrent_ops_share_transactions(
+    handler: CommandHandler, store: PostgresStore
+) -> None:
     await new_doc(handler)
-    await asyncio.gather(*(handler.submit("d1", f"u{i % 5}", "editor", f"op-{i}", rect(f"e{i}"))
-                           for i in range(100)))
+    await asyncio.gather(
+        *(handler.submit("d1", f"u{i % 5}", "editor", f"op-{i}", rect(f"e{i}")) for i in range(100))
+    )
     txns = await store.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM events WHERE v > 2")
     versions = await store.pool.fetch("SELECT v FROM events WHERE doc_id = 'd1' ORDER BY v")
     assert [r["v"] for r in versions] == list(range(1, 103))
@@ -158,19 +171,23 @@ async def test_two_handlers_appending_to_one_document_never_fork_it(pg_dsn: str)
 
         await handlers[1].submit("d1", "alice", "owner", "e0", rect("e0"))
         await asyncio.gather(*(writer(handlers[w % 2], w) for w in range(8)))
-        rows = await pools[0].fetch("SELECT v, op_id, op, effect, actor FROM events "
-                                    "WHERE doc_id = 'd1' ORDER BY v")
+        rows = await pools[0].fetch(
+            "SELECT v, op_id, op, effect, actor FROM events WHERE doc_id = 'd1' ORDER BY v"
+        )
         # I2: one line of versions, each acked op exactly once at the version it was acked at.
         assert [r["v"] for r in rows] == list(range(1, len(rows) + 1))
         by_op = {r["op_id"]: r["v"] for r in rows if r["op_id"]}
         assert all(by_op[k] == v for k, v in acked.items())
         assert len(rows) == 3 + len(acked)
         # Both handlers converge on the state that the events fold to (I6).
-        folded = replay("d1", [(r["v"], r["actor"], orjson.loads(r["op"]), orjson.loads(r["effect"]))
-                               for r in rows])
+        folded = replay(
+            "d1",
+            [(r["v"], r["actor"], orjson.loads(r["op"]), orjson.loads(r["effect"])) for r in rows],
+        )
         for h in handlers:
-            await h.submit("d1", "alice", "owner", f"sync-{id(h)}", {"kind": "doc.rename",
-                                                                     "title": "Poster"})
+            await h.submit(
+                "d1", "alice", "owner", f"sync-{id(h)}", {"kind": "doc.rename", "title": "Poster"}
+            )
         models = [await h.model("d1") for h in handlers]
         latest = max(models, key=lambda m: m.v)
         assert state_to_json(latest.doc)["layers"] == state_to_json(folded.doc)["layers"]
@@ -226,7 +243,9 @@ async def test_snapshots_are_written_and_a_cold_load_uses_them(store: PostgresSt
     finally:
         await cold.close()
     events = await store.read_stream("d1")
-    full = replay("d1", [(e.v, e.actor, orjson.loads(e.op), orjson.loads(e.effect)) for e in events])
+    full = replay(
+        "d1", [(e.v, e.actor, orjson.loads(e.op), orjson.loads(e.effect)) for e in events]
+    )
     assert loaded.v == 14
     assert reads == [rows[-1]["v"]], "the cold load must start from the newest snapshot"
     assert state_to_json(loaded.doc) == state_to_json(full.doc)

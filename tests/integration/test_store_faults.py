@@ -25,8 +25,13 @@ from tests.support.tcpproxy import TcpProxy
 
 
 def rect(element: str) -> dict[str, Any]:
-    return {"kind": "element.add", "element": element, "layer": "L1", "shape": "rect",
-            "props": {"x": 1, "y": 2, "w": 3, "h": 4}}
+    return {
+        "kind": "element.add",
+        "element": element,
+        "layer": "L1",
+        "shape": "rect",
+        "props": {"x": 1, "y": 2, "w": 3, "h": 4},
+    }
 
 
 @pytest.fixture
@@ -61,7 +66,9 @@ async def test_unreachable_database_rejects_unavailable_and_recovers(
 ) -> None:
     handler, proxy, _ = proxied_handler
     await handler.create_document("d1", "alice", "Poster")
-    await handler.submit("d1", "alice", "owner", "L", {"kind": "layer.add", "layer": "L1", "name": "a"})
+    await handler.submit(
+        "d1", "alice", "owner", "L", {"kind": "layer.add", "layer": "L1", "name": "a"}
+    )
     proxy.cut()
     with pytest.raises(Unavailable):
         await handler.submit("d1", "alice", "owner", "op-1", rect("e1"))
@@ -101,7 +108,9 @@ async def test_postgres_restarted_mid_load_loses_no_acknowledged_op(
     unavailable = 0
     try:
         await handler.create_document("d1", "alice", "Poster")
-        await handler.submit("d1", "alice", "owner", "L", {"kind": "layer.add", "layer": "L1", "name": "a"})
+        await handler.submit(
+            "d1", "alice", "owner", "L", {"kind": "layer.add", "layer": "L1", "name": "a"}
+        )
         stop = asyncio.Event()
 
         async def writer(w: int) -> None:
@@ -111,8 +120,9 @@ async def test_postgres_restarted_mid_load_loses_no_acknowledged_op(
                 op_id = f"w{w}-{i}"
                 for _ in range(600):
                     try:
-                        acked[op_id] = (await handler.submit("d1", "alice", "owner", op_id,
-                                                             rect(op_id))).v
+                        acked[op_id] = (
+                            await handler.submit("d1", "alice", "owner", op_id, rect(op_id))
+                        ).v
                         break
                     except Unavailable:
                         unavailable += 1

@@ -52,14 +52,32 @@ class ScratchCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if self._as_user:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run(find_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                  "--auth=trust", "--no-sync", "-E", "UTF8")
+        self._run(
+            find_pg_bin("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         return self
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on"
-        self._run(find_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts,
-                  "-l", str(self.root / "log"), "-w", "start")
+        self._run(
+            find_pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run(find_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
