@@ -129,3 +129,24 @@ def test_console_script_is_installed() -> None:
     )
     assert result.returncode == 0
     assert result.stdout == settings_table() + "\n"
+
+
+def test_token_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APP_ENV", "prod")
+    monkeypatch.setenv("APP_SECRET", SECRET)
+    assert main(["token", "--user", "carol", "--ttl", "5"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert verify_token(SECRET, token, now=time.time()) == Identity("carol", "carol")
+    assert main(["token", "--user", "carol", "--ttl", "0"]) == 2
+    assert "ttl" in capsys.readouterr().err
+
+
+def test_bad_configuration_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("APP_ENV", "prod")
+    monkeypatch.delenv("APP_SECRET", raising=False)
+    assert main(["migrate"]) == 2
+    assert capsys.readouterr().err == "atelier: APP_SECRET is required when APP_ENV is not 'dev'\n"

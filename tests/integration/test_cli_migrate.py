@@ -6,6 +6,7 @@ databases made here are created and dropped by these tests.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -118,3 +119,30 @@ def test_migrate_without_a_server_says_so(tmp_path: Path) -> None:
     assert "DATABASE_URL" in result.stderr
     assert "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_migrate_runner_in_process(
+    pg_admin_dsn: str, throwaway: Callable[[], str], tmp_path: Path
+) -> None:
+    from app.config import Settings
+    from app.ops import migrate as runner
+
+    name = throwaway()
+    dsn = with_database(pg_admin_dsn, name)
+    settings = Settings.from_env(
+        {"APP_ENV": "dev", "APP_DATA_DIR": str(tmp_path), "DATABASE_URL": dsn}
+    )
+    out = io.StringIO()
+    assert runner.run(settings, out=out) == 0
+    assert out.getvalue().splitlines()[0] == f"created database {name}"
+    out = io.StringIO()
+    assert runner.run(settings, out=out) == 0
+    assert out.getvalue() == f"database {name} is up to date\n"
+
+
+def test_redact_hides_only_the_password() -> None:
+    from app.ops.migrate import redact
+
+    assert redact("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact("postgresql://u:pw@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
