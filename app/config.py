@@ -18,10 +18,19 @@ __all__ = ["VARIABLES", "Settings"]
 
 # name -> (default or None when required, meaning)
 VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
-    "APP_ENV": ("prod", "`dev` enables `/api/dev/token` and console logs; anything else is production"),
-    "APP_SECRET": (None, "HS256 key for tokens (UTF-8 bytes as they are); required outside dev, "
-                   "in dev a random one is kept in `$APP_DATA_DIR/dev-secret`"),
-    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/atelier", "PostgreSQL DSN of the event store"),
+    "APP_ENV": (
+        "prod",
+        "`dev` enables `/api/dev/token` and console logs; anything else is production",
+    ),
+    "APP_SECRET": (
+        None,
+        "HS256 key for tokens (UTF-8 bytes as they are); required outside dev, "
+        "in dev a random one is kept in `$APP_DATA_DIR/dev-secret`",
+    ),
+    "DATABASE_URL": (
+        "postgresql://postgres@127.0.0.1:5432/atelier",
+        "PostgreSQL DSN of the event store",
+    ),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis URL used for fan-out"),
     "APP_HOST": ("127.0.0.1", "address the gateway binds"),
     "APP_PORT": ("8000", "port the gateway binds"),

@@ -24,8 +24,8 @@ from __future__ import annotations
 __all__ = [
     "AppError",
     "BadMessage",
-    "Conflict",
     "ConfigError",
+    "Conflict",
     "Forbidden",
     "Internal",
     "Invalid",

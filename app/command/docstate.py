@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from app.domain import WriteModel
 from app.store.ports import AppendRequest, AppendResult
 
-__all__ = ["RETRY", "DocState", "OpKey", "Pending"]
+__all__ = ["RETRY", "Ack", "DocState", "OpKey", "Pending"]
 
 OpKey = tuple[str, str]  # (actor, client op id)
 
@@ -26,6 +26,15 @@ OpKey = tuple[str, str]  # (actor, client op id)
 RETRY = AppendResult(status="conflict", v=-1)
 
 _RECENT_OPS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The op is durably committed at version ``v`` (``duplicate``: it was before)."""
+
+    v: int
+    ts: int = 0
+    duplicate: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -50,7 +59,7 @@ class DocState:
     # the store's ledger stays the authority.
     recent_ops: OrderedDict[OpKey, int] = field(default_factory=OrderedDict)
     # Ops with these ids are on their way: a second copy waits for the first's outcome.
-    pending_ops: dict[OpKey, asyncio.Future[AppendResult]] = field(default_factory=dict)
+    pending_ops: dict[OpKey, asyncio.Future[Ack]] = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:

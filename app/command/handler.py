@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
 
-from app.command.docstate import DocState, OpKey, Pending
+from app.command.docstate import Ack, DocState, OpKey, Pending
 from app.command.groupcommit import GroupCommitter
 from app.command.writemodels import WriteModels, fold
 from app.domain import (
@@ -47,15 +46,6 @@ log = structlog.get_logger(__name__)
 # Optimistic tries before deciding under the document's lock.
 _OPTIMISTIC_ATTEMPTS = 3
 _EMPTY_EFFECT = b"{}"
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """The op is durably committed at version ``v`` (``duplicate``: it was before)."""
-
-    v: int
-    ts: int = 0
-    duplicate: bool = False
 
 
 class CommandHandler:

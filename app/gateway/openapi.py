@@ -43,7 +43,7 @@ def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 _DOC = {"name": "doc_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}
-_SECURED = [{"bearer": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 _V = _obj({"v": {"type": "integer"}}, ["v"])
 
 SPEC: dict[str, Any] = {

@@ -153,8 +153,8 @@ async def test_concurrent_ops_share_transactions(
     assert txns < 50, f"100 concurrent ops took {txns} transactions"
 
 
-async def test_two_handlers_appending_to_one_document_never_fork_it(pg_dsn: str) -> None:
-    pools = [await create_pool(pg_dsn, 4) for _ in range(2)]
+async def test_two_handlers_appending_to_one_document_never_fork_it(pg_clean: str) -> None:
+    pools = [await create_pool(pg_clean, 4) for _ in range(2)]
     handlers = [CommandHandler(PostgresStore(p), snapshot_every=0) for p in pools]
     for h in handlers:
         await h.start()

@@ -35,7 +35,8 @@ def rect(element: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def proxied_handler(pg_dsn: str) -> AsyncIterator[tuple[CommandHandler, TcpProxy, str]]:
+async def proxied_handler(pg_clean: str) -> AsyncIterator[tuple[CommandHandler, TcpProxy, str]]:
+    pg_dsn = pg_clean
     target = urlsplit(pg_dsn)
     proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
     dsn = pg_dsn.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
