@@ -101,7 +101,9 @@ def test_configuring_twice_does_not_print_twice(capsys: pytest.CaptureFixture[st
 def test_metrics_render_on_their_own_registry() -> None:
     assert metrics.REGISTRY is not prometheus_client.REGISTRY
     metrics.ops_total.labels(outcome="reject", code="test_observability").inc()
-    metrics.http_requests_total.labels(method="GET", route="/__test_observability__", status="200").inc()
+    metrics.http_requests_total.labels(
+        method="GET", route="/__test_observability__", status="200"
+    ).inc()
     metrics.ack_seconds.observe(0.0004)
     metrics.append_batch_size.observe(17)
     body, content_type = metrics.render()
