@@ -6,7 +6,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 STAMP="$VENV/.installed-pyproject"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if command -v sha256sum >/dev/null 2>&1; then
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+else  # macOS
+    want="$(shasum -a 256 pyproject.toml | cut -d' ' -f1)"
+fi
 
 is_311() { "$1" -c 'import sys; raise SystemExit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
 
