@@ -86,7 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: str = args.command
     if command == "settings":
-        print(settings_table())
+        try:
+            print(settings_table(), flush=True)
+        except BrokenPipeError:  # `atelier settings | head`: the reader had enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     try:
         settings = Settings.from_env(os.environ)
