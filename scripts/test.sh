@@ -34,8 +34,10 @@ fi
 
 # Debug mode slows asyncio down a lot; it is on only when asked for.
 unset PYTHONASYNCIODEBUG
+prefix=""
 if [[ $debug == 1 ]]; then
     export PYTHONASYNCIODEBUG=1
+    prefix="PYTHONASYNCIODEBUG=1 "
 fi
 
 if [[ $cov == 1 ]]; then
@@ -43,7 +45,7 @@ if [[ $cov == 1 ]]; then
 else
     runner=("$PY" -m pytest)
 fi
-say "${runner[*]##*/} -q ${paths[*]-} $*"
+say "${prefix}${runner[*]##*/} -q${paths[*]+ ${paths[*]}}${*:+ $*}"
 set +e
 "${runner[@]}" -q ${paths[@]+"${paths[@]}"} "$@"
 status=$?
