@@ -24,7 +24,7 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     ),
     "APP_SECRET": (
         None,
-        "HS256 key for tokens (UTF-8 bytes as they are); required outside dev, "
+        "HS256 key for tokens (UTF-8 bytes as they are, at least 32); required outside dev, "
         "in dev a random one is kept in `$APP_DATA_DIR/dev-secret`",
     ),
     "DATABASE_URL": (
@@ -46,6 +46,9 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("auto", "`console`, `json`, or `auto` (console in dev, json otherwise)"),
 }
+
+
+_MIN_SECRET_BYTES: Final = 32
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -99,6 +102,9 @@ class Settings:
             if app_env != "dev":
                 raise ConfigError("APP_SECRET is required when APP_ENV is not 'dev'")
             secret = _dev_secret(data_dir)
+        elif len(secret.encode()) < _MIN_SECRET_BYTES:
+            # RFC 7518 3.2: an HS256 key must be at least as long as the hash (32 bytes).
+            raise ConfigError(f"APP_SECRET must be at least {_MIN_SECRET_BYTES} bytes long")
         log_level = (_get(env, "LOG_LEVEL") or "info").lower()
         if log_level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")

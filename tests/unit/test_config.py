@@ -14,7 +14,7 @@ from app.errors import ConfigError
 # A valid value other than the default for every variable, and the field it sets.
 OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "APP_ENV": ("dev", "env", "dev"),
-    "APP_SECRET": ("s3cret", "secret", "s3cret"),
+    "APP_SECRET": ("s3cret" * 6, "secret", "s3cret" * 6),
     "DATABASE_URL": ("postgresql://u@db:6543/x", "database_url", "postgresql://u@db:6543/x"),
     "REDIS_URL": ("redis://cache:6380/2", "redis_url", "redis://cache:6380/2"),
     "APP_HOST": ("0.0.0.0", "host", "0.0.0.0"),
@@ -46,7 +46,7 @@ INTEGER_VARIABLES = [
 
 
 def prod(**env: str) -> Settings:
-    return Settings.from_env({"APP_SECRET": "k", **env})
+    return Settings.from_env({"APP_SECRET": "k" * 32, **env})
 
 
 def test_every_variable_has_a_test_value() -> None:
@@ -73,7 +73,7 @@ def test_defaults_are_the_documented_ones() -> None:
 @pytest.mark.parametrize("name", sorted(OTHER_VALUES))
 def test_each_variable_is_read(name: str, tmp_path: Path) -> None:
     value, field, parsed = OTHER_VALUES[name]
-    env = {"APP_SECRET": "k", "APP_DATA_DIR": str(tmp_path), name: value}
+    env = {"APP_SECRET": "k" * 32, "APP_DATA_DIR": str(tmp_path), name: value}
     assert getattr(Settings.from_env(env), field) == parsed
 
 
@@ -136,9 +136,9 @@ def test_dev_secret_is_made_once_and_kept(tmp_path: Path) -> None:
 
 def test_explicit_secret_wins_in_dev(tmp_path: Path) -> None:
     settings = Settings.from_env(
-        {"APP_ENV": "dev", "APP_SECRET": "mine", "APP_DATA_DIR": str(tmp_path)}
+        {"APP_ENV": "dev", "APP_SECRET": "mine" * 8, "APP_DATA_DIR": str(tmp_path)}
     )
-    assert settings.secret == "mine"
+    assert settings.secret == "mine" * 8
     assert not (tmp_path / "dev-secret").exists()
 
 
@@ -146,3 +146,8 @@ def test_settings_are_frozen() -> None:
     settings = prod()
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ConfigError, match="APP_SECRET must be at least 32 bytes"):
+        Settings.from_env({"APP_SECRET": "x" * 31})
