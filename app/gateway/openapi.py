@@ -194,6 +194,7 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/": {"get": {"summary": "The index page", "responses": {"200": {"description": "HTML"}}}},
         "/healthz": {
             "get": {
                 "summary": "200 while the process runs",
