@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the gateway (HTTP API and websockets)")
     sub.add_parser("dev", help="run the development processes under a supervisor")
     sub.add_parser("migrate", help="create the database if missing and apply migrations")
+    sub.add_parser("snapshotter", help="follow the log and write document snapshots")
     token = sub.add_parser("token", help="print a signed token for a user")
     token.add_argument("--user", required=True, help="user id: 1-64 of [A-Za-z0-9_.@-]")
     token.add_argument("--name", help="display name (default: the user id)")
@@ -78,6 +79,10 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         from app.ops import migrate
 
         return migrate.run(settings)
+    if command == "snapshotter":
+        from app.snapshots import worker
+
+        return worker.run(settings)
     raise AssertionError(f"no runner for {command!r}")  # argparse only admits the above
 
 

@@ -38,7 +38,10 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     "DB_POOL_SIZE": ("8", "asyncpg connections per process"),
     "DB_COMMIT_LANES": ("2", "group-commit transactions that may be in flight at once per process"),
     "GROUP_COMMIT_MAX": ("256", "most ops written in one group-commit transaction"),
-    "SNAPSHOT_EVERY": ("200", "write a snapshot of a document every N events (0 disables)"),
+    "SNAPSHOT_EVERY": (
+        "200",
+        "the snapshotter writes a snapshot of a document every N events (0: none)",
+    ),
     "WRITE_MODEL_CACHE": ("2000", "documents whose write model is kept warm per process (LRU)"),
     "UNDO_DEPTH": ("100", "undoable ops remembered per user and document"),
     "MAX_BODY_BYTES": ("1048576", "largest accepted JSON body or websocket frame"),

@@ -8,6 +8,8 @@ Runs, in one process and on a throwaway database of the configured server:
   hot-doc   one document, 10 concurrent writers
   many-docs 100 documents, 64 concurrent writers
 
+with the snapshotter (``python -m app snapshotter``) running beside it, as deployed.
+
 Each writer submits its next op as soon as the previous one is acknowledged (closed
 loop), so ack latency is the whole path: decide, group commit, COMMIT, answer.
 Prints a table, and with --write-docs updates the figures in docs/benchmarks.md.
@@ -36,6 +38,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.command import CommandHandler
+from app.observability.metrics import REGISTRY
 from app.store.migrate import migrate
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
@@ -47,6 +50,7 @@ class Result:
     ops: int
     seconds: float
     latencies: list[float]
+    note: str = ""
 
     @property
     def rate(self) -> float:
@@ -120,7 +124,7 @@ async def redis_ceiling(url: str, seconds: float) -> Result:
 async def handler_scenario(
     store: PostgresStore, name: str, docs: int, writers: int, seconds: float, lanes: int
 ) -> Result:
-    handler = CommandHandler(store, lanes=lanes, max_batch=256, snapshot_every=200)
+    handler = CommandHandler(store, lanes=lanes, max_batch=256)
     await handler.start()
     prefix = uuid.uuid4().hex[:8]
     doc_ids = [f"{prefix}-{d}" for d in range(docs)]
@@ -174,10 +178,32 @@ async def handler_scenario(
             }
         await handler.submit(doc_id, "bench", "owner", f"{w}-{i}", op)
 
+    before = _commit_stats()
     try:
-        return await closed_loop(name, writers, seconds, step)
+        result = await closed_loop(name, writers, seconds, step)
     finally:
         await handler.close()
+    after = _commit_stats()
+    batches = after[1] - before[1]
+    if batches:
+        result.note = (
+            f"{batches:,.0f} transactions, {(after[0] - before[0]) / batches:.1f} ops "
+            f"and {(after[2] - before[2]) / batches * 1000:.2f} ms each"
+        )
+    return result
+
+
+def _commit_stats() -> tuple[float, float, float]:
+    """(ops, transactions, seconds in transactions) so far, from the handler's metrics."""
+
+    def get(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    return (
+        get("atelier_append_batch_size_sum"),
+        get("atelier_append_batch_size_count"),
+        get("atelier_append_seconds_sum"),
+    )
 
 
 def machine() -> str:
@@ -200,8 +226,24 @@ async def main() -> int:
     await conn.execute(f'CREATE DATABASE "{db}"')
     await conn.close()
     dsn = f"{base}/{db}"
+    snapshotter: asyncio.subprocess.Process | None = None
     try:
         await migrate(dsn)
+        # The system as deployed: snapshots come from their own process, following the log.
+        snapshotter = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app",
+            "snapshotter",
+            env={
+                **os.environ,
+                "DATABASE_URL": dsn,
+                "APP_ENV": "prod",
+                "LOG_LEVEL": "warning",
+                "APP_SECRET": uuid.uuid4().hex * 2,
+                "SNAPSHOT_EVERY": "200",
+            },
+        )
         pool = await create_pool(dsn, 8)
         store = PostgresStore(pool)
         version = await pool.fetchval("SHOW server_version")
@@ -219,6 +261,9 @@ async def main() -> int:
         print(report_line(redis_result, None))
         await pool.close()
     finally:
+        if snapshotter is not None and snapshotter.returncode is None:
+            snapshotter.terminate()
+            await snapshotter.wait()
         conn = await asyncpg.connect(f"{base}/postgres")
         await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await conn.close()

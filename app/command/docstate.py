@@ -54,7 +54,6 @@ class DocState:
     queued: list[Pending] = field(default_factory=list)
     inflight: bool = False
     loading: asyncio.Future[WriteModel] | None = None
-    last_snapshot_v: int = 0
     # Answers for op ids seen lately, so a re-sent op is answered without a query (I3);
     # the store's ledger stays the authority.
     recent_ops: OrderedDict[OpKey, int] = field(default_factory=OrderedDict)

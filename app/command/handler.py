@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 import structlog
@@ -23,7 +22,6 @@ from app.command.docstate import Ack, DocState, OpKey, Pending
 from app.command.groupcommit import GroupCommitter
 from app.command.writemodels import WriteModels, fold
 from app.domain import (
-    MODEL_SCHEMA,
     Decision,
     Role,
     WriteModel,
@@ -31,13 +29,12 @@ from app.domain import (
     decide,
     decide_restore,
     evolve,
-    model_to_json,
     parse_op,
     valid_id,
 )
 from app.errors import AppError, Invalid, NotFound, Unavailable
 from app.observability import metrics
-from app.store.ports import AppendRequest, AppendResult, EventStore, NewEvent, Snapshot, StoredEvent
+from app.store.ports import AppendRequest, AppendResult, EventStore, NewEvent, StoredEvent
 
 __all__ = ["Ack", "CommandHandler"]
 
@@ -55,18 +52,15 @@ class CommandHandler:
         *,
         lanes: int = 2,
         max_batch: int = 256,
-        snapshot_every: int = 200,
         cache_size: int = 2000,
         undo_depth: int = 100,
     ) -> None:
         self._store = store
         self._undo_depth = undo_depth
-        self._snapshot_every = snapshot_every
         self._models = WriteModels(store, capacity=cache_size, undo_depth=undo_depth)
         self._committer = GroupCommitter(
             store, lanes=lanes, max_batch=max_batch, on_committed=self._committed
         )
-        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._committer.start()
@@ -74,8 +68,6 @@ class CommandHandler:
     async def close(self) -> None:
         """Drain: answer every op in flight, then stop."""
         await self._committer.close()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- documents ---------------------------------------------------------------
 
@@ -279,24 +271,6 @@ class CommandHandler:
         event = pending.request.event
         if event.op_id is not None:
             state.remember((event.actor, event.op_id), result.v)
-        if self._snapshot_every and result.v - state.last_snapshot_v >= self._snapshot_every:
-            state.last_snapshot_v = result.v
-            self._spawn(self._snapshot(pending.model_after))
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _snapshot(self, model: WriteModel) -> None:
-        """Snapshots are an optimisation, never needed for correctness: a failure is logged."""
-        try:
-            state = orjson.dumps(model_to_json(model))
-            snapshot = Snapshot(doc_id=model.doc.id, v=model.v, schema=MODEL_SCHEMA, state=state)
-            await self._store.save_snapshot(snapshot)
-            metrics.snapshots_written_total.inc()
-        except Exception:
-            log.exception("snapshot failed", doc=model.doc.id, v=model.v)
 
 
 def _event(decision: Decision, actor: str, op_id: str | None) -> NewEvent:

@@ -71,7 +71,6 @@ class WriteModels:
             snapshot = await self._store.latest_snapshot(state.doc_id, MODEL_SCHEMA)
             if snapshot is not None:
                 base = model_from_json(orjson.loads(snapshot.state))
-                state.last_snapshot_v = max(state.last_snapshot_v, snapshot.v)
             else:
                 base = WriteModel.new(state.doc_id, self._undo_depth)
         events = await self._store.read_stream(state.doc_id, after_v=base.v)

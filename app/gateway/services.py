@@ -49,7 +49,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             store,
             lanes=settings.db_commit_lanes,
             max_batch=settings.group_commit_max,
-            snapshot_every=settings.snapshot_every,
             cache_size=settings.write_model_cache,
             undo_depth=settings.undo_depth,
         )

@@ -64,9 +64,10 @@ def page_url(settings: Settings) -> str:
 def children(settings: Settings) -> tuple[Child, ...]:
     """The processes of a development setup."""
     python = (sys.executable, "-m", "app")
-    return (
-        Child("serve", (*python, "serve"), ready=(_connect_host(settings.host), settings.port)),
-    )
+    serve = Child("serve", (*python, "serve"), ready=(_connect_host(settings.host), settings.port))
+    if settings.snapshot_every == 0:
+        return (serve,)
+    return (serve, Child("snapshotter", (*python, "snapshotter")))
 
 
 def _answers(address: tuple[str, int]) -> bool:

@@ -88,7 +88,7 @@ _ids = itertools.count()
 async def test_random_input_gets_a_coded_answer_and_never_corrupts_state(
     store: PostgresStore, raw: Any, role: Any
 ) -> None:
-    handler = CommandHandler(store, snapshot_every=0)
+    handler = CommandHandler(store)
     await handler.start()
     try:
         if await store.get_document("d1") is None:

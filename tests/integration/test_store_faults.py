@@ -41,7 +41,7 @@ async def proxied_handler(pg_clean: str) -> AsyncIterator[tuple[CommandHandler, 
     proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
     dsn = pg_dsn.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
     pool = await create_pool(dsn, 4)
-    handler = CommandHandler(PostgresStore(pool), snapshot_every=0)
+    handler = CommandHandler(PostgresStore(pool))
     await handler.start()
     try:
         yield handler, proxy, pg_dsn
@@ -103,7 +103,7 @@ async def test_postgres_restarted_mid_load_loses_no_acknowledged_op(
     dsn = scratch_cluster.dsn
     await migrate(dsn)
     pool = await create_pool(dsn, 6)
-    handler = CommandHandler(PostgresStore(pool), snapshot_every=20)
+    handler = CommandHandler(PostgresStore(pool))
     await handler.start()
     acked: dict[str, int] = {}
     unavailable = 0

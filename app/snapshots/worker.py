@@ -1,0 +1,64 @@
+"""``python -m app snapshotter``: follow the log and write snapshots until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from app.config import Settings
+from app.errors import Unavailable
+from app.snapshots.snapshotter import Snapshotter
+from app.store.follow import LogFollower
+from app.store.pool import create_pool
+from app.store.postgres import PostgresStore
+
+__all__ = ["follow_and_snapshot", "run"]
+
+log = structlog.get_logger(__name__)
+
+
+async def follow_and_snapshot(settings: Settings) -> None:
+    """Runs until cancelled; the follower reconnects by itself after losing PostgreSQL."""
+    pool = await create_pool(settings.database_url, 2)
+    try:
+        store = PostgresStore(pool)
+        snapshotter = Snapshotter(
+            store, every=settings.snapshot_every, undo_depth=settings.undo_depth
+        )
+        # New events only: a document behind on snapshots gets one with its next
+        # event, since the snapshotter compares against the newest snapshot stored.
+        follower = LogFollower(
+            settings.database_url, after=await store.head(), application_name="atelier-snapshots"
+        )
+        async with follower:
+            log.info(
+                "snapshotter following", position=follower.position, every=settings.snapshot_every
+            )
+            async for batch in follower:
+                try:
+                    await snapshotter.on_events(batch)
+                except Unavailable as exc:
+                    log.warning("snapshot skipped", error=exc.message)
+    finally:
+        await pool.close()
+
+
+def run(settings: Settings) -> int:
+    if settings.snapshot_every == 0:
+        log.info("snapshots disabled (SNAPSHOT_EVERY=0)")
+        return 0
+
+    async def main() -> None:
+        task = asyncio.create_task(follow_and_snapshot(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.info("snapshotter stopped")
+
+    asyncio.run(main())
+    return 0
