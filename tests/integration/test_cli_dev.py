@@ -68,10 +68,13 @@ def test_page_url() -> None:
     assert page_url(settings(APP_HOST="localhost")) == "http://localhost:8000/"
 
 
-def test_the_dev_children_start_the_gateway() -> None:
-    (serve,) = children(settings(APP_PORT="8123"))
+def test_the_dev_children_start_the_gateway_and_the_snapshotter() -> None:
+    serve, snapshotter = children(settings(APP_PORT="8123"))
     assert serve.argv == (sys.executable, "-m", "app", "serve")
     assert serve.ready == ("127.0.0.1", 8123)
+    assert snapshotter.argv == (sys.executable, "-m", "app", "snapshotter")
+    (only,) = children(settings(SNAPSHOT_EVERY="0"))
+    assert only.name == "serve"
 
 
 async def test_a_dying_child_is_restarted_with_backoff() -> None:
