@@ -19,6 +19,8 @@ __all__ = ["follow_and_snapshot", "run"]
 
 log = structlog.get_logger(__name__)
 
+_CLOSE_TIMEOUT = 5.0
+
 
 async def follow_and_snapshot(settings: Settings) -> None:
     """Runs until cancelled; the follower reconnects by itself after losing PostgreSQL."""
@@ -43,7 +45,10 @@ async def follow_and_snapshot(settings: Settings) -> None:
                 except Unavailable as exc:
                     log.warning("snapshot skipped", error=exc.message)
     finally:
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT)
+        except TimeoutError:
+            pool.terminate()
 
 
 def run(settings: Settings) -> int:
