@@ -122,9 +122,15 @@ async def redis_ceiling(url: str, seconds: float) -> Result:
 
 
 async def handler_scenario(
-    store: PostgresStore, name: str, docs: int, writers: int, seconds: float, lanes: int
+    store: PostgresStore,
+    name: str,
+    docs: int,
+    writers: int,
+    seconds: float,
+    lanes: int,
+    max_batch: int,
 ) -> Result:
-    handler = CommandHandler(store, lanes=lanes, max_batch=256)
+    handler = CommandHandler(store, lanes=lanes, max_batch=max_batch)
     await handler.start()
     prefix = uuid.uuid4().hex[:8]
     doc_ids = [f"{prefix}-{d}" for d in range(docs)]
@@ -179,14 +185,18 @@ async def handler_scenario(
         await handler.submit(doc_id, "bench", "owner", f"{w}-{i}", op)
 
     before = _commit_stats()
+    cpu = time.process_time()
     try:
         result = await closed_loop(name, writers, seconds, step)
     finally:
         await handler.close()
+    cpu = time.process_time() - cpu
     after = _commit_stats()
     batches = after[1] - before[1]
     if batches:
         result.note = (
+            f"{cpu / max(result.ops, 1) * 1e6:.0f} µs of CPU per op in this process "
+            "(writers included); "
             f"{batches:,.0f} transactions, {(after[0] - before[0]) / batches:.1f} ops "
             f"and {(after[2] - before[2]) / batches * 1000:.2f} ms each"
         )
@@ -215,7 +225,8 @@ def machine() -> str:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--lanes", type=int, default=2)
+    parser.add_argument("--lanes", type=int, default=2, help="DB_COMMIT_LANES")
+    parser.add_argument("--max-batch", type=int, default=256, help="GROUP_COMMIT_MAX")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/atelier")
@@ -255,7 +266,9 @@ async def main() -> int:
             ("many-docs: 100 documents, 64 writers", 100, 64),
         ):
             ceiling = await raw_ceiling(dsn, writers, args.seconds)
-            result = await handler_scenario(store, name, docs, writers, args.seconds, args.lanes)
+            result = await handler_scenario(
+                store, name, docs, writers, args.seconds, args.lanes, args.max_batch
+            )
             rows.append((result, ceiling))
             print(report_line(result, ceiling))
         print(report_line(redis_result, None))
@@ -279,6 +292,8 @@ def report_line(r: Result, ceiling: Result | None) -> str:
             f"  | ceiling {ceiling.rate:9,.0f}/s (p99 {ceiling.pct(0.99):.2f} ms)"
             f"  ratio {r.rate / ceiling.rate:.2f}x"
         )
+    if r.note:
+        line += f"\n    {r.note}"
     return line
 
 
@@ -303,6 +318,8 @@ def write_docs(
             f"| {r.name} | {r.rate:,.0f} | {r.pct(0.5):.2f} ms | {r.pct(0.99):.2f} ms | "
             f"{c.rate:,.0f}/s (p99 {c.pct(0.99):.2f} ms) | {r.rate / c.rate:.2f}x |"
         )
+    lines.append("")
+    lines += [f"- {r.name}: {r.note}." for r, _ in rows if r.note]
     lines += [
         "",
         f"Redis XADD from 16 tasks in the same run: {redis_result.rate:,.0f}/s "
