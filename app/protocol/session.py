@@ -1,0 +1,356 @@
+"""One websocket connection as a sans-I/O state machine (STYLE.md habits 1 and 2).
+
+The shell (``app.gateway.ws``) feeds it what happened (a frame arrived, the hello
+timer fired, the token checked out, an op was committed, events were published) and
+performs the actions it returns, in order: ``Send`` a frame, ``Authenticate`` a
+hello, ``Submit`` an op, ``AwaitEvent`` (make sure an event reaches this session),
+``PublishPresence``, ``Close``. It never awaits and never reads a clock: the time is
+an argument, so a test drives it with plain calls, like h11's ``ConnectionPair``.
+
+States and the inputs that move them (``_TRANSITIONS``)::
+
+    AWAITING_HELLO ──hello──▶ JOINING ──admitted──▶ OPEN
+          │                      │                    │
+          └──────close───────────┴────────close───────┴──▶ CLOSING ──closed──▶ CLOSED
+
+    close: a bad first message or the hello timer (4401), a refused hello (4401, 4403,
+    4404), an oversize frame (1009), abuse of the rate limit (4429), a full send queue
+    (4408), shutdown (1001) or a fault (1011). ``closed`` (the transport is gone) is
+    accepted in every state.
+
+Calling an input in a state where the shell should never call it (a frame while
+JOINING, an ack before OPEN) raises ``SessionError``, which names both: that is a bug
+in the shell, not bad input. Bad input never raises: it becomes an ``error`` frame, a
+``reject`` or a close (DESIGN.md I7).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from app.errors import AppError
+from app.protocol import messages
+from app.protocol.codes import CloseCode, ErrorCode
+from app.protocol.limits import RateLimit, Verdict, frame_too_large
+from app.protocol.messages import Hello, Ping, Presence, SubmitOp, WireEvent
+
+__all__ = [
+    "Action",
+    "Authenticate",
+    "AwaitEvent",
+    "Close",
+    "PublishPresence",
+    "Send",
+    "Session",
+    "SessionConfig",
+    "SessionError",
+    "State",
+    "Submit",
+]
+
+
+class State(Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    JOINING = "joining"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Input(Enum):
+    HELLO = "hello"
+    ADMITTED = "admitted"
+    CLOSE = "close"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: Final[dict[tuple[State, _Input], State]] = {
+    (State.AWAITING_HELLO, _Input.HELLO): State.JOINING,
+    (State.JOINING, _Input.ADMITTED): State.OPEN,
+    (State.AWAITING_HELLO, _Input.CLOSE): State.CLOSING,
+    (State.JOINING, _Input.CLOSE): State.CLOSING,
+    (State.OPEN, _Input.CLOSE): State.CLOSING,
+    (State.AWAITING_HELLO, _Input.CLOSED): State.CLOSED,
+    (State.JOINING, _Input.CLOSED): State.CLOSED,
+    (State.OPEN, _Input.CLOSED): State.CLOSED,
+    (State.CLOSING, _Input.CLOSED): State.CLOSED,
+    (State.CLOSED, _Input.CLOSED): State.CLOSED,
+}
+
+_ENDED: Final = frozenset({State.CLOSING, State.CLOSED})
+
+
+class SessionError(Exception):
+    """The shell called an input in a state where it must not (a bug, not bad input)."""
+
+    def __init__(self, state: State, what: str) -> None:
+        super().__init__(f"cannot {what} in state {state.name}")
+        self.state = state
+
+
+# -- actions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """Check the token, look up the role, build the welcome; then call
+    ``admitted`` or ``close``."""
+
+    token: str
+    since: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """Hand the op to the command handler; then call ``acked`` or ``failed``."""
+
+    id: str
+    op: object
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitEvent:
+    """An ``ack`` waits for the event at ``v`` (guarantee 2): make sure it comes."""
+
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishPresence:
+    """This session's presence changed (``None``: it left)."""
+
+    state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: CloseCode
+    reason: str
+
+
+Action = Send | Authenticate | Submit | AwaitEvent | PublishPresence | Close
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    max_frame_bytes: int = 1 << 20
+    op_rate: float = 50.0  # ops a second, in a burst of up to op_burst
+    op_burst: int = 100
+    frame_rate: float = 200.0  # every message counts here (pings, presence, bad frames)
+    frame_burst: int = 400
+    max_inflight: int = 100  # ops submitted and not yet answered
+    presence: bool = True
+
+
+# -- the machine ------------------------------------------------------------------
+
+
+class Session:
+    def __init__(self, session_id: str, config: SessionConfig, *, now: float) -> None:
+        self.id = session_id
+        self.config = config
+        self.state = State.AWAITING_HELLO
+        self.doc = ""
+        self.user = ""
+        self.name = ""
+        self.role = ""
+        # The version this connection has: the welcome's, then each delivered event's.
+        self.v = 0
+        self.inflight = 0
+        self.close_code: CloseCode | None = None
+        self._ops = RateLimit(config.op_rate, config.op_burst, now)
+        self._frames = RateLimit(config.frame_rate, config.frame_burst, now)
+        self._parked: list[tuple[int, int, str]] = []  # (v, arrival, op id): a heap
+        self._arrivals = 0
+        self._announced = False
+
+    # -- inputs from the peer ------------------------------------------------------
+
+    def receive(self, frame: str | bytes, *, now: float) -> list[Action]:
+        """One frame from the client."""
+        if self.state is State.JOINING:
+            raise SessionError(self.state, "receive a frame")
+        if self.state in _ENDED:
+            return []
+        if frame_too_large(frame, self.config.max_frame_bytes):
+            return self.close(
+                CloseCode.TOO_BIG, f"a frame is at most {self.config.max_frame_bytes} bytes"
+            )
+        if self.state is State.AWAITING_HELLO:
+            return self._first(frame)
+        verdict = self._frames.check(now)
+        if verdict is Verdict.ABUSIVE:
+            return self.close(CloseCode.RATE_LIMITED, "too many messages, for too long")
+        if verdict is Verdict.LIMITED:
+            return [Send(messages.error(ErrorCode.RATE_LIMITED, "too many messages; slow down"))]
+        try:
+            message = messages.parse_message(frame)
+        except AppError as exc:
+            return [Send(messages.error(exc.code, exc.message))]
+        if isinstance(message, SubmitOp):
+            return self._op(message, now)
+        if isinstance(message, Ping):
+            return [Send(messages.pong(message.t))]
+        if isinstance(message, Presence):
+            if not self.config.presence:
+                return []
+            self._announced = True
+            return [PublishPresence(message.state)]
+        return [Send(messages.error(ErrorCode.INVALID, "hello was already received"))]
+
+    def _first(self, frame: str | bytes) -> list[Action]:
+        try:
+            message = messages.parse_message(frame)
+        except AppError as exc:
+            return self.close(CloseCode.UNAUTHENTICATED, f"expected hello: {exc.message}")
+        if not isinstance(message, Hello):
+            return self.close(CloseCode.UNAUTHENTICATED, "the first message must be hello")
+        self._move(_Input.HELLO)
+        return [Authenticate(message.token, message.since)]
+
+    def _op(self, message: SubmitOp, now: float) -> list[Action]:
+        verdict = self._ops.check(now)
+        if verdict is Verdict.ABUSIVE:
+            return self.close(CloseCode.RATE_LIMITED, "too many ops, for too long")
+        if verdict is Verdict.LIMITED:
+            return [
+                Send(
+                    messages.reject(
+                        message.id,
+                        ErrorCode.RATE_LIMITED,
+                        f"at most {self.config.op_rate:g} ops a second; retry with the same id",
+                    )
+                )
+            ]
+        if self.inflight >= self.config.max_inflight:
+            reason = f"at most {self.config.max_inflight} ops in flight; retry with the same id"
+            return [Send(messages.reject(message.id, ErrorCode.RATE_LIMITED, reason))]
+        self.inflight += 1
+        return [Submit(message.id, message.op)]
+
+    def hello_timeout(self) -> list[Action]:
+        """The hello timer fired (PROTOCOL.md 4: hello within 5 s)."""
+        if self.state is not State.AWAITING_HELLO:
+            return []
+        return self.close(CloseCode.UNAUTHENTICATED, "no hello in time")
+
+    # -- inputs from the shell -----------------------------------------------------
+
+    def admitted(
+        self,
+        *,
+        doc: str,
+        user: str,
+        name: str,
+        role: str,
+        v: int,
+        state: bytes | None = None,
+        events: Sequence[WireEvent] | None = None,
+    ) -> list[Action]:
+        """The hello checked out: send the welcome at ``v`` (with the state at ``v``, or
+        the events after ``since`` up to ``v``)."""
+        if self.state in _ENDED:
+            return []
+        if self.state is not State.JOINING:
+            raise SessionError(self.state, "admit")
+        self._move(_Input.ADMITTED)
+        self.doc, self.user, self.name, self.role, self.v = doc, user, name, role, v
+        frame = messages.welcome(
+            doc=doc, v=v, role=role, user=user, session=self.id, state=state, events=events
+        )
+        return [Send(frame)]
+
+    def deliver(self, events: Sequence[WireEvent], frame: str | None = None) -> list[Action]:
+        """Consecutive committed events; ``frame``, when given, is their frame encoded
+        once for every socket (used when this session needs all of them)."""
+        if self.state in _ENDED:
+            return []
+        if self.state is not State.OPEN:
+            raise SessionError(self.state, "deliver events")
+        if not events or events[-1].v <= self.v:
+            return []  # already had them (in the welcome, or delivered before)
+        if events[0].v <= self.v:
+            events = [e for e in events if e.v > self.v]
+            frame = None
+        # Guarantee 2 (PROTOCOL.md 4, DESIGN.md I4): no gap, no duplicate, in order. The
+        # fan-out only ever hands over the run after the version it delivered last;
+        # if that ever broke, the client must reconnect with `since` rather than
+        # silently miss an event.
+        if events[0].v != self.v + 1 or events[-1].v - events[0].v + 1 != len(events):
+            return self.close(CloseCode.INTERNAL, "the server lost track of the event order")
+        if frame is None:
+            frame = events[0].frame if len(events) == 1 else messages.events(events)
+        self.v = events[-1].v
+        actions: list[Action] = [Send(frame)]
+        # An ack parked for an event now delivered may go (guarantee 2: never before).
+        while self._parked and self._parked[0][0] <= self.v:
+            v, _, op_id = heapq.heappop(self._parked)
+            actions.append(Send(messages.ack(op_id, v)))
+        return actions
+
+    def acked(self, op_id: str, v: int) -> list[Action]:
+        """The op ``op_id`` is committed at ``v`` (or was before, for a re-send)."""
+        self._answered("ack an op")
+        if self.state in _ENDED:
+            return []
+        if v <= self.v:
+            return [Send(messages.ack(op_id, v))]
+        # The event at v has not reached this connection yet: the ack waits for it.
+        self._arrivals += 1
+        heapq.heappush(self._parked, (v, self._arrivals, op_id))
+        return [AwaitEvent(v)]
+
+    def failed(self, op_id: str, code: ErrorCode | str, message: str) -> list[Action]:
+        """The op ``op_id`` was not applied."""
+        self._answered("reject an op")
+        if self.state in _ENDED:
+            return []
+        return [Send(messages.reject(op_id, code, message))]
+
+    def _answered(self, what: str) -> None:
+        if self.state in (State.AWAITING_HELLO, State.JOINING):
+            raise SessionError(self.state, what)
+        assert self.inflight > 0, "an answer for an op that was never submitted"
+        self.inflight -= 1
+
+    def close(self, code: CloseCode, reason: str) -> list[Action]:
+        """Close the connection with ``code`` (no-op once closing)."""
+        if self.state in _ENDED:
+            return []
+        self._move(_Input.CLOSE)
+        self.close_code = code
+        self._parked.clear()
+        return [*self._leave(), Close(code, reason)]
+
+    def closed(self) -> list[Action]:
+        """The transport is gone (the peer closed, or the close completed)."""
+        leaving = [] if self.state in _ENDED else self._leave()
+        self._move(_Input.CLOSED)
+        self._parked.clear()
+        return leaving
+
+    @property
+    def parked(self) -> int:
+        """Acks waiting for their event."""
+        return len(self._parked)
+
+    def _leave(self) -> list[Action]:
+        if not self._announced:
+            return []
+        self._announced = False
+        return [PublishPresence(None)]
+
+    def _move(self, event: _Input) -> None:
+        target = _TRANSITIONS.get((self.state, event))
+        if target is None:
+            raise SessionError(self.state, f"take input {event.name}")
+        self.state = target
