@@ -8,8 +8,9 @@ committed event; they do no conflict checks of their own.
 
 from __future__ import annotations
 
+from app.domain._order import Order
 from app.domain._pmap import PMap
-from app.domain.model import Document, Element, Layer, element_layers
+from app.domain.model import Document, Element, Layer, element_layers, element_order
 
 __all__ = [
     "insert_element",
@@ -26,11 +27,6 @@ __all__ = [
 
 # Tuple concatenation (``a + (x,) + b``) is used on purpose: for a layer of thousands of
 # elements it is about twice as fast as ``(*a, x, *b)``.
-
-# Inserting or removing an element shifts the positions of the ones above it. When few
-# shift (the common case: near the top), patch the position index; otherwise drop it
-# and let the next lookup rebuild it once.
-_PATCH_LIMIT = 16
 
 
 def with_version(doc: Document, v: int) -> Document:
@@ -77,34 +73,22 @@ def replace_layer(doc: Document, li: int, layer: Layer) -> Document:
     return Document(doc.id, doc.title, doc.v, tuple(layers), doc._where, doc._lidx)
 
 
-def _with_elements(layer: Layer, elements: tuple[Element, ...], pos: PMap[int] | None) -> Layer:
-    return Layer(layer.id, layer.name, layer.visible, layer.locked, layer.opacity, elements, pos)
+def _with_elements(layer: Layer, elements: tuple[Element, ...], order: Order | None) -> Layer:
+    return Layer(layer.id, layer.name, layer.visible, layer.locked, layer.opacity, elements, order)
 
 
 def _layer_insert(layer: Layer, element: Element, index: int) -> Layer:
     els = layer.elements
-    n = len(els)
-    pos = layer._pos
-    if index >= n:
-        new_pos = None if pos is None else pos.set(element.id, n)
-        return _with_elements(layer, els + (element,), new_pos)  # noqa: RUF005
+    index = min(index, len(els))
     new = els[:index] + (element,) + els[index:]  # noqa: RUF005
-    if pos is not None and n - index <= _PATCH_LIMIT:
-        pos = pos.update((e.id, i) for i, e in enumerate(new[index:], index))
-    else:
-        pos = None
-    return _with_elements(layer, new, pos)
+    # None (no free key at that spot): the order is rebuilt on the next lookup.
+    return _with_elements(layer, new, element_order(layer).insert(element.id, index))
 
 
 def _layer_delete(layer: Layer, p: int) -> Layer:
     els = layer.elements
-    new = els[:p] + els[p + 1 :]
-    pos = layer._pos
-    if pos is not None and len(els) - p <= _PATCH_LIMIT:
-        pos = pos.update(((e.id, i) for i, e in enumerate(new[p:], p)), delete=(els[p].id,))
-    else:
-        pos = None
-    return _with_elements(layer, new, pos)
+    order = element_order(layer).delete(els[p].id, p)
+    return _with_elements(layer, els[:p] + els[p + 1 :], order)
 
 
 def insert_element(doc: Document, li: int, element: Element, index: int) -> Document:
@@ -129,7 +113,7 @@ def replace_element(doc: Document, li: int, p: int, element: Element) -> Documen
     els = list(layer.elements)
     els[p] = element
     layers = list(doc.layers)
-    layers[li] = _with_elements(layer, tuple(els), layer._pos)
+    layers[li] = _with_elements(layer, tuple(els), layer._order)
     return Document(doc.id, doc.title, doc.v, tuple(layers), doc._where, doc._lidx)
 
 

@@ -53,7 +53,7 @@ def _layer_update(doc: Document, op: Mapping[str, Any]) -> Document:
         values.get("locked", old.locked),
         values.get("opacity", old.opacity),
         old.elements,
-        old._pos,
+        old._order,
     )
     return _edit.replace_layer(doc, li, layer)
 

@@ -5,9 +5,9 @@ every element. Two private indexes make lookups O(1) without copying the documen
 
 - ``Document._where``: element id -> layer id (a ``PMap``, so an add or remove copies
   one small bucket, not the whole index);
-- ``Layer._pos``: element id -> position in ``elements`` (also a ``PMap``; appends and
-  in-place replacements keep it, inserts and removals near the top patch it, other
-  reorderings drop it and it is rebuilt on the next lookup).
+- ``Layer._order``: element id -> position in ``elements``, as order keys kept in a
+  sorted tuple beside ``elements`` (see ``_order``), so inserts and removals anywhere
+  cost one tuple copy, like ``elements`` itself, and a lookup is a binary search.
 
 Both are caches: they are excluded from equality and ``repr``, built lazily when
 missing (for values made by ``state_from_json`` or by hand), and filled in through
@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.domain._order import Order
 from app.domain._pmap import PMap
 
 __all__ = [
@@ -28,7 +29,8 @@ __all__ = [
     "Element",
     "Layer",
     "element_layers",
-    "element_positions",
+    "element_order",
+    "element_position",
     "find_element",
     "layer_positions",
 ]
@@ -51,7 +53,7 @@ class Layer:
     locked: bool
     opacity: float
     elements: tuple[Element, ...] = ()
-    _pos: PMap[int] | None = field(default=None, compare=False, repr=False)
+    _order: Order | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +86,18 @@ def element_layers(doc: Document) -> PMap[str]:
     return m
 
 
-def element_positions(layer: Layer) -> PMap[int]:
-    """Element id -> position in ``layer.elements`` (cached on ``layer``)."""
-    m = layer._pos
-    if m is None:
-        m = PMap.build((e.id, i) for i, e in enumerate(layer.elements))
-        object.__setattr__(layer, "_pos", m)
-    return m
+def element_order(layer: Layer) -> Order:
+    """The order keys of ``layer`` (cached on ``layer``)."""
+    order = layer._order
+    if order is None:
+        order = Order.build(layer.elements)
+        object.__setattr__(layer, "_order", order)
+    return order
+
+
+def element_position(layer: Layer, element_id: str) -> int | None:
+    """Position of ``element_id`` in ``layer.elements``, or None when not there."""
+    return element_order(layer).position(element_id)
 
 
 def find_element(doc: Document, element_id: str) -> tuple[int, int] | None:
@@ -99,7 +106,8 @@ def find_element(doc: Document, element_id: str) -> tuple[int, int] | None:
     if layer_id is None:
         return None
     li = layer_positions(doc)[layer_id]
-    pos = element_positions(doc.layers[li]).get(element_id)
-    # The two indexes are maintained together: an element listed in _where is in its layer.
-    assert pos is not None, "element index out of sync"
+    layer = doc.layers[li]
+    pos = element_position(layer, element_id)
+    # The indexes are maintained together: an element listed in _where is in its layer.
+    assert pos is not None and layer.elements[pos].id == element_id, "index out of sync"
     return li, pos

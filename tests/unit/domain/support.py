@@ -17,7 +17,7 @@ from app.domain import (
     evolve,
     parse_op,
 )
-from app.domain.model import element_layers, element_positions, find_element, layer_positions
+from app.domain.model import element_layers, element_order, find_element, layer_positions
 
 Event = tuple[int, str, dict[str, Any], dict[str, Any]]
 
@@ -96,14 +96,15 @@ def check_indexes(doc: Document) -> None:
     seen: set[str] = set()
     for li, layer in enumerate(doc.layers):
         assert layer_positions(doc)[layer.id] == li
-        positions = element_positions(layer)
+        order = element_order(layer)
         for i, e in enumerate(layer.elements):
             assert e.id not in seen, f"duplicate element id {e.id}"
             seen.add(e.id)
             assert where.get(e.id) == layer.id
-            assert positions.get(e.id) == i
+            assert order.position(e.id) == i
             count += 1
-        assert len(positions) == len(layer.elements)
+        assert len(order.index) == len(order.keys) == len(layer.elements)
+        assert list(order.keys) == sorted(set(order.keys))
     assert len(where) == count
     assert len(layer_positions(doc)) == len(doc.layers)
 

@@ -234,3 +234,20 @@ def test_snapshot_of_another_schema_is_refused() -> None:
 def test_empty_model_snapshot() -> None:
     m = WriteModel.new("d")
     assert model_from_json(roundtrip(model_to_json(m))) == m
+
+
+def test_many_inserts_at_one_spot_exhaust_and_rebuild_the_order_keys() -> None:
+    s = Session()
+    s.op("a", layer_add("L1"))
+    s.op("a", rect("bottom", "L1"))
+    s.op("a", rect("top", "L1"))
+    for i in range(80):  # each halves the gap above "bottom": keys run out after ~32
+        s.op("a", {**rect(f"m{i}", "L1"), "index": 1})
+        check_indexes(s.doc)
+    ids = s.element_ids("L1")
+    assert ids[0] == "bottom" and ids[1] == "m79" and ids[-2:] == ["m0", "top"]
+    for i in range(0, 80, 7):
+        s.op("a", {"kind": "element.move", "element": f"m{i}", "index": 0})
+        s.op("a", {"kind": "element.remove", "element": f"m{i + 1}"})
+        check_indexes(s.doc)
+    assert replay("d1", json_events(s.events)) == s.model
