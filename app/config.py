@@ -46,6 +46,13 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     "UNDO_DEPTH": ("100", "undoable ops remembered per user and document"),
     "MAX_BODY_BYTES": ("1048576", "largest accepted JSON body or websocket frame"),
     "MAX_ASSET_BYTES": ("20971520", "largest accepted asset upload"),
+    "WS_HELLO_TIMEOUT_MS": ("5000", "milliseconds a websocket client has to send its `hello`"),
+    "WS_SEND_QUEUE": (
+        "1024",
+        "frames waiting for one websocket before it is closed 4408 (it reads too slowly)",
+    ),
+    "WS_OP_RATE": ("50", "ops a second one websocket may send (then `rate_limited`)"),
+    "WS_OP_BURST": ("100", "ops one websocket may send in a burst above `WS_OP_RATE`"),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("auto", "`console`, `json`, or `auto` (console in dev, json otherwise)"),
 }
@@ -89,6 +96,10 @@ class Settings:
     undo_depth: int
     max_body_bytes: int
     max_asset_bytes: int
+    ws_hello_timeout_ms: int
+    ws_send_queue: int
+    ws_op_rate: int
+    ws_op_burst: int
     log_level: str
     log_format: str
 
@@ -135,6 +146,10 @@ class Settings:
             undo_depth=_int(env, "UNDO_DEPTH", minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", minimum=1024),
             max_asset_bytes=_int(env, "MAX_ASSET_BYTES", minimum=1024),
+            ws_hello_timeout_ms=_int(env, "WS_HELLO_TIMEOUT_MS", minimum=1),
+            ws_send_queue=_int(env, "WS_SEND_QUEUE", minimum=1),
+            ws_op_rate=_int(env, "WS_OP_RATE", minimum=1),
+            ws_op_burst=_int(env, "WS_OP_BURST", minimum=1),
             log_level=log_level,
             log_format=log_format,
         )

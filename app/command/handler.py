@@ -93,6 +93,14 @@ class CommandHandler:
         """The document's write model as this process holds it (may include ops in flight)."""
         return await self._models.head(self._models.state(doc_id))
 
+    async def committed_model(self, doc_id: str) -> WriteModel:
+        """The write model after the last op known to be committed, never one still in
+        flight (what a websocket ``welcome`` may show); other processes may be ahead."""
+        state = self._models.state(doc_id)
+        await self._models.head(state)
+        assert state.committed is not None, "a loaded document has a committed model"
+        return state.committed
+
     # -- ops -------------------------------------------------------------------
 
     async def submit(self, doc_id: str, actor: str, role: Role, op_id: str, raw_op: object) -> Ack:

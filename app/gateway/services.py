@@ -1,4 +1,5 @@
-"""What a gateway process owns for its lifetime: pool, store, command handler, Redis.
+"""What a gateway process owns for its lifetime: pool, store, command handler, Redis,
+and the websocket fan-out.
 
 Created by the lifespan and closed in reverse order (STYLE.md habit 12); handlers
 reach them through ``services(request)``.
@@ -6,7 +7,7 @@ reach them through ``services(request)``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +19,9 @@ from starlette.requests import HTTPConnection
 
 from app.command import CommandHandler
 from app.config import Settings
+from app.gateway.fanout import CommitTap, Fanout
+from app.observability import metrics
+from app.protocol import CloseCode
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
 
@@ -33,6 +37,7 @@ class Services:
     store: PostgresStore
     handler: CommandHandler
     redis: redis.Redis
+    fanout: Fanout
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -44,7 +49,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     client = redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        store = PostgresStore(pool)
+        # The handler appends through the tap, so the fan-out has each event this process
+        # commits before its ack is answered (PROTOCOL.md 4, guarantee 2).
+        store = CommitTap(pool)
+        fanout = Fanout(store, client, _stream_key(settings))
+        store.listener = fanout.committed
+        metrics.ws_send_queue_frames.set_function(fanout.queued)
+        metrics.ws_send_queue_max.set_function(fanout.deepest)
         handler = CommandHandler(
             store,
             lanes=settings.db_commit_lanes,
@@ -54,12 +65,22 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         await handler.start()
         try:
-            yield Services(settings, pool, store, handler, client)
+            yield Services(settings, pool, store, handler, client, fanout)
         finally:
+            # Sockets that are still open (uvicorn closes them with 1012 before this
+            # runs; see docs/websocket.md) are told the server is going away.
+            fanout.shutdown(CloseCode.GOING_AWAY, "the server is going away; reconnect with since")
             await handler.close()
+            await fanout.close()
     finally:
         await client.aclose()
         await pool.close()
+
+
+def _stream_key(settings: Settings) -> Callable[[str], str]:
+    """The Redis stream of a document, as the relay writes it (app.bus.keys)."""
+    prefix = getattr(settings, "redis_prefix", "atelier:")
+    return lambda doc_id: f"{prefix}doc:{{{doc_id}}}"
 
 
 def lifespan(settings: Settings) -> Any:

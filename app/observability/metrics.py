@@ -18,6 +18,14 @@ names below are what the code uses:
     http_requests_total{method,route,status}
                                    HTTP requests answered, by route template (never the
                                    raw path: label values must stay few)
+    ws_connections                 websocket connections open in this process
+    ws_channels                    documents this process fans out (one stream reader each)
+    ws_joins_total                 websocket sessions welcomed and joined to their document
+    ws_closes_total{code}          websocket closes the server asked for, by close code
+    ws_deliveries_total            event frames handed to sockets (one per socket per run)
+    ws_gap_fills_total             event runs the fan-out read from PostgreSQL (a gap)
+    ws_send_queue_frames           frames waiting in every websocket send queue (sampled)
+    ws_send_queue_max              the longest websocket send queue (sampled)
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ __all__ = [
     "version_conflicts_total",
     "write_model_loads_total",
     "write_models_cached",
+    "ws_channels",
 ]
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
@@ -127,6 +136,48 @@ http_requests_total: Final = Counter(
     "atelier_http_requests",
     "HTTP requests answered, by method, route template and status.",
     ["method", "route", "status"],
+    registry=REGISTRY,
+)
+
+ws_connections: Final = Gauge(
+    "atelier_ws_connections",
+    "Websocket connections open in this process.",
+    registry=REGISTRY,
+)
+ws_channels: Final = Gauge(
+    "atelier_ws_channels",
+    "Documents this process fans out to local websockets (one stream reader each).",
+    registry=REGISTRY,
+)
+ws_joins_total: Final = Counter(
+    "atelier_ws_joins",
+    "Websocket sessions welcomed and joined to their document's fan-out.",
+    registry=REGISTRY,
+)
+ws_closes_total: Final = Counter(
+    "atelier_ws_closes",
+    "Websocket closes the server asked for, by close code (PROTOCOL.md 4).",
+    ["code"],
+    registry=REGISTRY,
+)
+ws_deliveries_total: Final = Counter(
+    "atelier_ws_deliveries",
+    "Event frames handed to websocket send queues (one per socket per run of events).",
+    registry=REGISTRY,
+)
+ws_gap_fills_total: Final = Counter(
+    "atelier_ws_gap_fills",
+    "Runs of events the fan-out read from PostgreSQL because they did not come otherwise.",
+    registry=REGISTRY,
+)
+ws_send_queue_frames: Final = Gauge(
+    "atelier_ws_send_queue_frames",
+    "Frames waiting in every websocket send queue of this process (sampled at scrape).",
+    registry=REGISTRY,
+)
+ws_send_queue_max: Final = Gauge(
+    "atelier_ws_send_queue_max",
+    "The longest websocket send queue of this process (sampled at scrape).",
     registry=REGISTRY,
 )
 

@@ -28,6 +28,10 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "UNDO_DEPTH": ("7", "undo_depth", 7),
     "MAX_BODY_BYTES": ("2048", "max_body_bytes", 2048),
     "MAX_ASSET_BYTES": ("4096", "max_asset_bytes", 4096),
+    "WS_HELLO_TIMEOUT_MS": ("250", "ws_hello_timeout_ms", 250),
+    "WS_SEND_QUEUE": ("8", "ws_send_queue", 8),
+    "WS_OP_RATE": ("5", "ws_op_rate", 5),
+    "WS_OP_BURST": ("10", "ws_op_burst", 10),
     "LOG_LEVEL": ("DEBUG", "log_level", "debug"),
     "LOG_FORMAT": ("console", "log_format", "console"),
 }
@@ -42,6 +46,10 @@ INTEGER_VARIABLES = [
     "UNDO_DEPTH",
     "MAX_BODY_BYTES",
     "MAX_ASSET_BYTES",
+    "WS_HELLO_TIMEOUT_MS",
+    "WS_SEND_QUEUE",
+    "WS_OP_RATE",
+    "WS_OP_BURST",
 ]
 
 
@@ -104,6 +112,10 @@ def test_integer_errors_name_the_variable(name: str) -> None:
         ("UNDO_DEPTH", "0"),
         ("MAX_BODY_BYTES", "1023"),
         ("MAX_ASSET_BYTES", "12"),
+        ("WS_HELLO_TIMEOUT_MS", "0"),
+        ("WS_SEND_QUEUE", "0"),
+        ("WS_OP_RATE", "0"),
+        ("WS_OP_BURST", "0"),
         ("LOG_LEVEL", "verbose"),
         ("LOG_FORMAT", "xml"),
     ],

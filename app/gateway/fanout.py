@@ -1,0 +1,385 @@
+"""Fan-out: each committed event of a document, once-encoded, to every local session
+following it, in version order, with no gap and no duplicate (DESIGN.md I4; PROTOCOL.md
+section 4, guarantee 2).
+
+One ``Channel`` per document per process, while at least one session follows it. A
+channel has one cursor, the last version it delivered, and takes events from three
+sources, in whatever order they come:
+
+    commit tap   the events this process commits, the moment their transaction
+                 returns, before any ack is answered (``CommitTap``)
+    Redis        ONE reader task per channel (never per client): XREAD BLOCK on the
+                 document's stream, which the relay fills from PostgreSQL
+    PostgreSQL   the healer task: when a version is known to be committed (a later
+                 event arrived, a session joined ahead, an ack is waiting) and has not
+                 come within ``gap_grace`` seconds, it is read with ``read_stream``
+
+``Channel.offer`` keeps an event only when it is after the cursor, and delivers only the
+contiguous run that starts at cursor + 1: a duplicate from a second source is dropped, an
+early event waits for the ones before it, and the run goes to every session with its
+frame encoded once (the same ``str`` for every socket). Delivery is synchronous and never
+awaits a socket: each session's sink puts the frame on its own bounded queue and closes
+that session (4408) when the queue is full (STYLE.md finding 3, habit 14).
+
+Joining: a session is welcomed at version ``w`` and then joins with ``join(doc, sink, w)``
+(synchronously, so nothing can be delivered in between). If the channel is ahead of ``w``,
+the events in between come from the channel's ring of recent events; if the ring does not
+reach back that far, the caller reads them from PostgreSQL and joins again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Protocol
+
+import structlog
+
+from app.errors import AppError
+from app.observability import metrics
+from app.protocol import CloseCode, WireEvent
+from app.protocol.messages import events as events_frame
+from app.store.ports import AppendRequest, AppendResult, NewEvent, StoredEvent
+from app.store.postgres import PostgresStore
+
+__all__ = ["Channel", "CommitTap", "Fanout", "Live", "Sink", "wire"]
+
+log = structlog.get_logger(__name__)
+
+# A sink receives a run of consecutive events and their frame, encoded once for all.
+Sink = Callable[[Sequence[WireEvent], str], None]
+
+_RING: Final = 1024  # recent events a channel keeps for sessions that join behind it
+_EARLY_MAX: Final = 10_000  # events held while a gap before them is being filled
+_FILL_PAGE: Final = 500
+_READ_COUNT: Final = 500
+_BACKOFF_MIN: Final = 0.1
+_BACKOFF_MAX: Final = 5.0
+_STOP_WAIT: Final = 0.5
+
+
+def wire(event: StoredEvent) -> WireEvent:
+    return WireEvent.encode(event.v, event.op, event.actor, event.op_id, event.ts)
+
+
+class Channel:
+    """One document's delivery point in this process."""
+
+    def __init__(self, fanout: Fanout, doc_id: str, cursor: int) -> None:
+        self.fanout = fanout
+        self.doc_id = doc_id
+        self.cursor = cursor  # the last version delivered to the sinks
+        self.known_head = cursor  # the highest version known to be committed
+        self.sinks: dict[Sink, None] = {}  # insertion-ordered set
+        self._ring: deque[WireEvent] = deque(maxlen=_RING)
+        self._early: dict[int, WireEvent] = {}
+        self._gap = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    def start(self) -> None:
+        name = f"fanout:{self.doc_id}"
+        self._tasks = [
+            asyncio.create_task(self._read_redis(), name=f"{name}:redis"),
+            asyncio.create_task(self._heal(), name=f"{name}:heal"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        # redis-py can swallow a cancellation that lands in the middle of a command; the
+        # reader then stops at its next turn (at most one XREAD block later) by the flag.
+        await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
+
+    # -- delivery (synchronous: no await between taking an event and handing it on) --
+
+    def offer(self, events: Iterable[WireEvent]) -> None:
+        for event in events:
+            if event.v > self.cursor:
+                self._early[event.v] = event
+                if event.v > self.known_head:
+                    self.known_head = event.v
+        run: list[WireEvent] = []
+        while self.cursor + 1 in self._early:
+            event = self._early.pop(self.cursor + 1)
+            run.append(event)
+            self.cursor = event.v
+        if run:
+            self._deliver(run)
+        if len(self._early) > _EARLY_MAX:
+            # Too much waiting on one gap: drop the latest; the healer reads them again.
+            for v in sorted(self._early)[_EARLY_MAX // 2 :]:
+                del self._early[v]
+        if self.known_head > self.cursor:
+            self._gap.set()
+
+    def expect(self, v: int) -> None:
+        """Version ``v`` is committed: make sure it is delivered (filled if it does not come)."""
+        if v > self.known_head:
+            self.known_head = v
+        if self.known_head > self.cursor:
+            self._gap.set()
+
+    def _deliver(self, run: list[WireEvent]) -> None:
+        frame = run[0].frame if len(run) == 1 else events_frame(run)
+        self._ring.extend(run)
+        sinks = list(self.sinks)  # a sink may leave (close) while we deliver
+        for sink in sinks:
+            sink(run, frame)
+        metrics.ws_deliveries_total.inc(len(sinks))
+
+    def join(self, sink: Sink, v: int) -> bool:
+        """Add ``sink``, which has every event up to ``v``. False when the events between
+        ``v`` and the cursor are no longer in the ring (read them, then join again)."""
+        if v < self.cursor:
+            ring = self._ring
+            if not ring or ring[0].v > v + 1:
+                return False
+            backlog = [e for e in ring if e.v > v]
+            sink(backlog, events_frame(backlog) if len(backlog) > 1 else backlog[0].frame)
+        else:
+            self.expect(v)  # the session is ahead: the channel catches up to it
+        self.sinks[sink] = None
+        return True
+
+    # -- sources ---------------------------------------------------------------------
+
+    async def _read_redis(self) -> None:
+        """The one stream reader of this document in this process."""
+        redis = self.fanout.redis
+        key = self.fanout.stream_key(self.doc_id)
+        last_id: bytes | str | None = None
+        backoff = _BACKOFF_MIN
+        while not self._stopped:
+            try:
+                if last_id is None:
+                    last_id = await self._start_id(key)
+                reply: Any = await redis.xread(
+                    {key: last_id}, count=_READ_COUNT, block=self.fanout.block_ms
+                )
+                backoff = _BACKOFF_MIN
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._stopped:
+                    return
+                log.warning("fanout redis read failed", doc=self.doc_id, error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            for _key, entries in reply or ():
+                batch = []
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    event = _from_entry(fields)
+                    if event is None:
+                        log.error("fanout: malformed stream entry", doc=self.doc_id, id=entry_id)
+                        continue
+                    batch.append(event)
+                self.offer(batch)
+
+    async def _start_id(self, key: str) -> bytes | str:
+        """Read from the stream's current top: what is older is in every session's
+        welcome or comes from PostgreSQL (the top's version tells the healer)."""
+        top: Any = await self.fanout.redis.xrevrange(key, "+", "-", count=1)
+        if not top:
+            return "0-0"
+        entry_id, fields = top[0]
+        event = _from_entry(fields)
+        if event is not None:
+            self.expect(event.v)
+        return entry_id  # type: ignore[no-any-return]
+
+    async def _heal(self) -> None:
+        """Fill what is known to be committed and has not come, from PostgreSQL."""
+        store = self.fanout.store
+        while True:
+            await self._gap.wait()
+            # The relay is usually a few milliseconds behind a commit: give it that.
+            await asyncio.sleep(self.fanout.gap_grace)
+            self._gap.clear()
+            backoff = _BACKOFF_MIN
+            while self.known_head > self.cursor:
+                try:
+                    stored = await store.read_stream(
+                        self.doc_id, after_v=self.cursor, limit=_FILL_PAGE
+                    )
+                except AppError as exc:
+                    log.warning("fanout fill failed", doc=self.doc_id, error=exc.message)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
+                if not stored:
+                    # Nothing after the cursor: the hint was stale (a stream left from
+                    # another history); the store is the truth.
+                    self.known_head = self.cursor
+                    break
+                metrics.ws_gap_fills_total.inc()
+                self.offer([wire(e) for e in stored])
+
+
+def _from_entry(fields: Any) -> WireEvent | None:
+    try:
+        v = int(fields[b"v"])
+        return WireEvent.from_body(v, fields[b"e"].decode())
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
+class Live(Protocol):
+    """A local connection, as far as metrics and shutdown need to know it."""
+
+    @property
+    def queued(self) -> int: ...
+
+    def shutdown(self, code: CloseCode, reason: str) -> None: ...
+
+
+class Fanout:
+    """The channels of this process, and its live connections; owned by the lifespan."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        redis: Any,
+        stream_key: Callable[[str], str],
+        *,
+        gap_grace: float = 0.05,
+        block_ms: int = 2000,
+    ) -> None:
+        self.store = store
+        self.redis = redis  # redis.asyncio.Redis; untyped here (its stubs are partial)
+        self.stream_key = stream_key
+        self.gap_grace = gap_grace
+        self.block_ms = block_ms
+        self._channels: dict[str, Channel] = {}
+        self.live: set[Live] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    def channel(self, doc_id: str) -> Channel | None:
+        return self._channels.get(doc_id)
+
+    def join(self, doc_id: str, sink: Sink, v: int) -> bool:
+        """See ``Channel.join``; the channel starts with the first session."""
+        channel = self._channels.get(doc_id)
+        if channel is None:
+            channel = self._channels[doc_id] = Channel(self, doc_id, v)
+            channel.start()
+            metrics.ws_channels.set(len(self._channels))
+        return channel.join(sink, v)
+
+    def leave(self, doc_id: str, sink: Sink) -> None:
+        channel = self._channels.get(doc_id)
+        if channel is None:
+            return
+        channel.sinks.pop(sink, None)
+        if not channel.sinks:
+            del self._channels[doc_id]
+            metrics.ws_channels.set(len(self._channels))
+            task = asyncio.create_task(channel.stop())
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    def expect(self, doc_id: str, v: int) -> None:
+        channel = self._channels.get(doc_id)
+        if channel is not None:
+            channel.expect(v)
+
+    def committed(self, events: Sequence[StoredEvent]) -> None:
+        """The commit tap: events this process just committed, before their acks."""
+        for event in events:
+            channel = self._channels.get(event.doc_id)
+            if channel is not None and event.v > channel.cursor:
+                channel.offer([wire(event)])
+
+    def queued(self) -> int:
+        """Frames waiting in every local connection's send queue."""
+        return sum(c.queued for c in self.live)
+
+    def deepest(self) -> int:
+        """The longest send queue of a local connection."""
+        return max((c.queued for c in self.live), default=0)
+
+    def shutdown(self, code: CloseCode, reason: str) -> None:
+        """Close every local connection (1001 when the server goes away)."""
+        for connection in list(self.live):
+            connection.shutdown(code, reason)
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        metrics.ws_channels.set(0)
+        stopping = [channel.stop() for channel in channels]
+        await asyncio.gather(*stopping, *self._stopping, return_exceptions=True)
+
+
+class CommitTap(PostgresStore):
+    """The event store as the command handler sees it, telling the fan-out of every
+    event this process commits as soon as the transaction returns.
+
+    Guarantee 2 (an ``ack`` no earlier than its event): the command handler resolves an
+    op's future only after ``append`` returns; by then this tap has handed the event to
+    the document's channel, which delivered it to every local session (if it was next)
+    or holds it until the versions before it arrive. The session itself then holds the
+    ack until its connection has the event (``Session.acked``).
+    """
+
+    def __init__(self, pool: Any) -> None:
+        super().__init__(pool)
+        self.listener: Callable[[Sequence[StoredEvent]], None] | None = None
+
+    def _tell(self, events: Sequence[StoredEvent]) -> None:
+        if self.listener is not None and events:
+            try:
+                self.listener(events)
+            except Exception:  # the commit stands whatever the fan-out does
+                log.exception("fanout tap failed")
+
+    async def create_document(
+        self, doc_id: str, owner: str, title: str, event: NewEvent
+    ) -> StoredEvent:
+        stored = await super().create_document(doc_id, owner, title, event)
+        self._tell([stored])
+        return stored
+
+    async def append(self, batch: Sequence[AppendRequest]) -> list[AppendResult]:
+        results = await super().append(batch)
+        self._tell(
+            [
+                _stored(r, result)
+                for r, result in zip(batch, results, strict=True)
+                if result.status == "ok"
+            ]
+        )
+        return results
+
+    async def append_exclusive(
+        self, doc_id: str, after_v: int, build: Callable[[list[StoredEvent]], AppendRequest]
+    ) -> AppendResult:
+        built: list[AppendRequest] = []
+
+        def keep(events: list[StoredEvent]) -> AppendRequest:
+            request = build(events)
+            built.append(request)
+            return request
+
+        result = await super().append_exclusive(doc_id, after_v, keep)
+        if result.status == "ok" and built:
+            self._tell([_stored(built[-1], result)])
+        return result
+
+
+def _stored(request: AppendRequest, result: AppendResult) -> StoredEvent:
+    event = request.event
+    return StoredEvent(
+        position=result.position,
+        doc_id=request.doc_id,
+        v=result.v,
+        kind=event.kind,
+        op=event.op,
+        effect=event.effect,
+        actor=event.actor,
+        op_id=event.op_id,
+        ts=result.ts,
+    )

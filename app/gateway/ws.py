@@ -1,0 +1,345 @@
+"""``GET /ws/documents/{doc_id}``: the asyncio shell around ``app.protocol.Session``.
+
+The session decides; this module only does the I/O it asks for (STYLE.md habit 1).
+Each connection runs four tasks in one ``asyncio.TaskGroup``:
+
+    reader     frames in → ``Session.receive``; a hello is checked here (token, role,
+               welcome) before the next frame is read
+    writer     the bounded send queue → the socket, one frame at a time; a full queue
+               closes the connection 4408 (never wait on the slowest socket: STYLE.md
+               finding 3, habit 14)
+    submitter  ops → the command handler, one at a time and in the order they came, so
+               a client's ops are decided in its own order; ``ack`` / ``reject`` back
+    timer      the hello deadline (4401), then, once a close was asked for, the time
+               the close may take before the connection is dropped
+
+Events come from the process's ``Fanout`` through ``_deliver``, synchronously, onto the
+same queue as every other frame: what the session sends goes out in the order it
+decided it. Guarantee 2 (an ack no earlier than its event) is the session's:
+``Session.acked`` holds an ack until the connection has had the event, and
+``AwaitEvent`` asks the fan-out to fill that event from PostgreSQL if it does not come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+import structlog
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from app.config import Settings
+from app.domain import Role, WriteModel, evolve, state_to_json
+from app.errors import AppError, Unauthenticated
+from app.gateway.fanout import Fanout, wire
+from app.gateway.services import Services, services
+from app.observability import metrics
+from app.protocol import (
+    Action,
+    Authenticate,
+    AwaitEvent,
+    Close,
+    CloseCode,
+    ErrorCode,
+    PublishPresence,
+    Send,
+    Session,
+    SessionConfig,
+    Submit,
+    WireEvent,
+)
+from app.tokens import verify_token
+
+__all__ = ["Connection", "WsConfig", "routes"]
+
+log = structlog.get_logger(__name__)
+
+_FILL_PAGE: Final = 500
+_INTERNAL_MESSAGE: Final = "internal error; it has been logged; retry with the same id"
+
+
+@dataclass(frozen=True, slots=True)
+class WsConfig:
+    session: SessionConfig
+    hello_timeout: float = 5.0  # PROTOCOL.md 4: hello within 5 s
+    send_queue: int = 1024  # frames waiting for a socket before it is closed 4408
+    close_timeout: float = 5.0  # how long a close may take before the socket is dropped
+    resume_max: int = 1000  # more missed events than this: the welcome sends the state
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WsConfig:
+        return cls(
+            session=SessionConfig(
+                max_frame_bytes=settings.max_body_bytes,
+                op_rate=settings.ws_op_rate,
+                op_burst=settings.ws_op_burst,
+                frame_rate=4 * settings.ws_op_rate,
+                frame_burst=4 * settings.ws_op_burst,
+                max_inflight=settings.ws_op_burst,
+                presence=False,
+            ),
+            hello_timeout=settings.ws_hello_timeout_ms / 1000,
+            send_queue=settings.ws_send_queue,
+        )
+
+
+class _Stop(Exception):
+    """Ends a connection's task group: not an error."""
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, svc: Services, doc_id: str, config: WsConfig) -> None:
+        self.ws = ws
+        self.svc = svc
+        self.fanout: Fanout = svc.fanout
+        self.doc_id = doc_id
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.session = Session(secrets.token_urlsafe(12), config.session, now=self.loop.time())
+        self.role: Role = "viewer"
+        self.frames: deque[str] = deque()
+        self.close_with: Close | None = None
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._ops: asyncio.Queue[Submit] = asyncio.Queue()
+        self._joined = False
+        self.log = log.bind(doc=doc_id, session=self.session.id)
+
+    @property
+    def queued(self) -> int:
+        return len(self.frames)
+
+    def shutdown(self, code: CloseCode, reason: str) -> None:
+        self.perform(self.session.close(code, reason))
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read())
+                group.create_task(self._write())
+                group.create_task(self._submit())
+                group.create_task(self._time())
+        except* _Stop:
+            pass
+        except* Exception as faults:
+            # Our fault, not theirs (STYLE.md habit 5): logged here; the client gets
+            # 1011 and no internals, and reconnects with `since`.
+            self.log.error("websocket fault", exc_info=faults.exceptions[0])
+            metrics.ws_closes_total.labels(code=str(int(CloseCode.INTERNAL))).inc()
+            with contextlib.suppress(Exception):  # already gone
+                await self.ws.close(CloseCode.INTERNAL, "internal error")
+        finally:
+            self.perform(self.session.closed())
+            if self._joined:
+                self.fanout.leave(self.doc_id, self._deliver)
+            self.log.info(
+                "websocket closed",
+                user=self.session.user or None,
+                code=int(self.close_with.code) if self.close_with else None,
+                v=self.session.v,
+            )
+
+    # -- actions -----------------------------------------------------------------------
+
+    def perform(self, actions: list[Action]) -> None:
+        """Do what the session asked, synchronously (no await: order is kept)."""
+        for action in actions:
+            if isinstance(action, Send):
+                self._enqueue(action.frame)
+            elif isinstance(action, Submit):
+                self._ops.put_nowait(action)  # bounded by the session's in-flight limit
+            elif isinstance(action, AwaitEvent):
+                self.fanout.expect(self.doc_id, action.v)
+            elif isinstance(action, Close):
+                self._close(action)
+            elif isinstance(action, PublishPresence):
+                pass  # presence is not served yet (docs/websocket.md)
+            else:
+                assert isinstance(action, Authenticate), action
+                raise AssertionError("Authenticate is handled by the reader")
+
+    def _enqueue(self, frame: str) -> None:
+        if self.close_with is not None:
+            return
+        if len(self.frames) >= self.config.send_queue:
+            self.perform(
+                self.session.close(
+                    CloseCode.TOO_SLOW, "you fell too far behind; reconnect with since"
+                )
+            )
+            return
+        self.frames.append(frame)
+        self._wake.set()
+
+    def _close(self, close: Close) -> None:
+        if self.close_with is not None:
+            return
+        self.close_with = close
+        if close.code == CloseCode.TOO_SLOW:
+            self.frames.clear()  # what it could not take so far, it will not take now
+        metrics.ws_closes_total.labels(code=str(int(close.code))).inc()
+        self._wake.set()
+        self._closing.set()
+
+    def _deliver(self, events: Any, frame: str) -> None:
+        """The fan-out's sink: a run of consecutive events, its frame encoded once."""
+        self.perform(self.session.deliver(events, frame))
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise _Stop
+            text = message.get("text")
+            frame = text if text is not None else message.get("bytes") or b""
+            for action in self.session.receive(frame, now=self.loop.time()):
+                if isinstance(action, Authenticate):
+                    await self._hello(action)
+                else:
+                    self.perform([action])
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                while not self.frames and self.close_with is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                if self.frames:
+                    await self.ws.send_text(self.frames.popleft())
+                    continue
+                assert self.close_with is not None
+                await self.ws.close(self.close_with.code, self.close_with.reason)
+                raise _Stop
+        except WebSocketDisconnect:
+            raise _Stop from None
+
+    async def _submit(self) -> None:
+        handler = self.svc.handler
+        while True:
+            op = await self._ops.get()
+            try:
+                ack = await handler.submit(self.doc_id, self.session.user, self.role, op.id, op.op)
+            except AppError as exc:
+                actions = self.session.failed(op.id, exc.code, exc.message)
+            except Exception:
+                self.log.exception("op failed", op_id=op.id)
+                actions = self.session.failed(op.id, ErrorCode.INTERNAL, _INTERNAL_MESSAGE)
+            else:
+                actions = self.session.acked(op.id, ack.v)
+            self.perform(actions)
+
+    async def _time(self) -> None:
+        try:
+            async with asyncio.timeout(self.config.hello_timeout):
+                await self._closing.wait()
+        except TimeoutError:
+            self.perform(self.session.hello_timeout())
+            await self._closing.wait()
+        # A close was asked for: the writer sends it once the frames before it are out.
+        # A client that reads nothing gets this long, then the connection is dropped.
+        await asyncio.sleep(self.config.close_timeout)
+        raise _Stop
+
+    # -- hello -------------------------------------------------------------------------
+
+    async def _hello(self, hello: Authenticate) -> None:
+        store = self.svc.store
+        try:
+            identity = verify_token(self.svc.settings.secret, hello.token, now=time.time())
+        except Unauthenticated as exc:
+            self.perform(self.session.close(CloseCode.UNAUTHENTICATED, exc.message))
+            return
+        row = await store.get_document(self.doc_id)
+        if row is None:
+            self.perform(self.session.close(CloseCode.NOT_FOUND, "no such document"))
+            return
+        role = await store.get_role(self.doc_id, identity.user)
+        if role is None:
+            self.perform(
+                self.session.close(CloseCode.FORBIDDEN, "you are not a member of this document")
+            )
+            return
+        self.role = role
+        self.log = self.log.bind(user=identity.user)
+        # PROTOCOL.md 4: the welcome's v is at least the version of every event committed
+        # before the hello arrived; row.v was read after it arrived.
+        head = row.v
+        since = hello.since
+        if since is not None and since <= head and head - since <= self.config.resume_max:
+            events = [wire(e) for e in await store.read_stream(self.doc_id, after_v=since)]
+            v = events[-1].v if events else since
+            self.perform(
+                self.session.admitted(
+                    doc=self.doc_id,
+                    user=identity.user,
+                    name=identity.name,
+                    role=role,
+                    v=v,
+                    events=events,
+                )
+            )
+        else:
+            model = await self._model_at_least(head)
+            state = orjson.dumps(state_to_json(model.doc))
+            self.perform(
+                self.session.admitted(
+                    doc=self.doc_id,
+                    user=identity.user,
+                    name=identity.name,
+                    role=role,
+                    v=model.v,
+                    state=state,
+                )
+            )
+        await self._join()
+
+    async def _model_at_least(self, head: int) -> WriteModel:
+        """A committed model at ``head`` or later: this process's, caught up if another
+        process committed since (never one with ops still in flight)."""
+        model = await self.svc.handler.committed_model(self.doc_id)
+        if model.v < head:
+            for e in await self.svc.store.read_stream(self.doc_id, after_v=model.v):
+                effect = orjson.loads(e.effect) if e.effect else {}
+                model = evolve(model, e.v, e.actor, orjson.loads(e.op), effect)
+        return model
+
+    async def _join(self) -> None:
+        """Join the document's channel at the welcome's version, with no gap: events the
+        channel delivered since then come from its ring, or else from PostgreSQL."""
+        while self.session.state.value == "open":
+            if self.fanout.join(self.doc_id, self._deliver, self.session.v):
+                self._joined = True
+                metrics.ws_joins_total.inc()
+                self.log.info("websocket joined", role=self.role, v=self.session.v)
+                return
+            stored = await self.svc.store.read_stream(
+                self.doc_id, after_v=self.session.v, limit=_FILL_PAGE
+            )
+            events: list[WireEvent] = [wire(e) for e in stored]
+            self.perform(self.session.deliver(events))
+
+
+async def endpoint(ws: WebSocket) -> None:
+    svc = services(ws)
+    await ws.accept()
+    config = WsConfig.from_settings(svc.settings)
+    connection = Connection(ws, svc, str(ws.path_params["doc_id"]), config)
+    svc.fanout.live.add(connection)
+    metrics.ws_connections.inc()
+    try:
+        await connection.run()
+    finally:
+        svc.fanout.live.discard(connection)
+        metrics.ws_connections.dec()
+
+
+routes = [WebSocketRoute("/ws/documents/{doc_id}", endpoint)]

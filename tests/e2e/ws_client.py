@@ -1,0 +1,94 @@
+"""A websocket client speaking PROTOCOL.md section 4, for the e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.conftest import Gateway
+
+__all__ = ["Client", "close_code", "make_doc", "open_ws", "rename", "ws_url"]
+
+
+def ws_url(gateway: Gateway, doc_id: str) -> str:
+    return gateway.url.replace("http://", "ws://") + f"/ws/documents/{doc_id}"
+
+
+async def make_doc(gateway: Gateway, owner: str = "alice", **members: str) -> str:
+    """A new document owned by ``owner``, with ``members`` (user=role)."""
+    doc_id = "d" + uuid.uuid4().hex[:12]
+    async with gateway.client(owner) as http:
+        r = await http.post("/api/documents", json={"id": doc_id, "title": "Poster"})
+        assert r.status_code == 201, r.text
+        for user, role in members.items():
+            r = await http.put(f"/api/documents/{doc_id}/members/{user}", json={"role": role})
+            assert r.status_code == 200, r.text
+    return doc_id
+
+
+def rename(title: str) -> dict[str, Any]:
+    return {"kind": "doc.rename", "title": title}
+
+
+class Client:
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, message: Any) -> None:
+        await self.ws.send(
+            message if isinstance(message, str | bytes) else orjson.dumps(message).decode()
+        )
+
+    async def recv(self, wait: float = 5.0) -> dict[str, Any]:
+        frame = await asyncio.wait_for(self.ws.recv(), wait)
+        value: dict[str, Any] = orjson.loads(frame)
+        return value
+
+    async def hello(self, token: str, since: int | None = None) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "hello", "token": token}
+        if since is not None:
+            message["since"] = since
+        await self.send(message)
+        welcome = await self.recv()
+        assert welcome["type"] == "welcome", welcome
+        return welcome
+
+    async def op(self, op_id: str, op: Any) -> None:
+        await self.send({"type": "op", "id": op_id, "op": op})
+
+    async def until(self, kind: str, wait: float = 5.0) -> list[dict[str, Any]]:
+        """Every message up to and including the first of type ``kind``."""
+        got = []
+        while True:
+            message = await self.recv(wait)
+            got.append(message)
+            if message["type"] == kind:
+                return got
+
+    async def quiet(self, wait: float = 0.3) -> None:
+        """Nothing more arrives within ``wait``."""
+        try:
+            message = await asyncio.wait_for(self.ws.recv(), wait)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected message: {message!r}")
+
+
+async def open_ws(gateway: Gateway, doc_id: str, **kwargs: Any) -> Client:
+    ws = await connect(ws_url(gateway, doc_id), open_timeout=5, close_timeout=2, **kwargs)
+    return Client(ws)
+
+
+async def close_code(client: Client, wait: float = 5.0) -> int | None:
+    """Read until the server closes; its close code."""
+    try:
+        async with asyncio.timeout(wait):
+            while True:
+                await client.ws.recv()
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
