@@ -38,7 +38,7 @@ import structlog
 
 from app.errors import AppError
 from app.observability import metrics
-from app.protocol import CloseCode, WireEvent
+from app.protocol import WireEvent
 from app.protocol.messages import events as events_frame
 from app.store.ports import AppendRequest, AppendResult, NewEvent, StoredEvent
 from app.store.postgres import PostgresStore
@@ -234,7 +234,7 @@ class Live(Protocol):
     @property
     def queued(self) -> int: ...
 
-    def shutdown(self, code: CloseCode, reason: str) -> None: ...
+    def shutdown(self, reason: str) -> None: ...
 
 
 class Fanout:
@@ -256,6 +256,8 @@ class Fanout:
         self.block_ms = block_ms
         self._channels: dict[str, Channel] = {}
         self.live: set[Live] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self._stopping: set[asyncio.Task[None]] = set()
 
     def channel(self, doc_id: str) -> Channel | None:
@@ -302,10 +304,24 @@ class Fanout:
         """The longest send queue of a local connection."""
         return max((c.queued for c in self.live), default=0)
 
-    def shutdown(self, code: CloseCode, reason: str) -> None:
-        """Close every local connection (1001 when the server goes away)."""
+    def shutdown(self, reason: str) -> None:
+        """The server is going away: every local connection answers the ops it has in
+        flight and closes 1001."""
         for connection in list(self.live):
-            connection.shutdown(code, reason)
+            connection.shutdown(reason)
+
+    def attach(self, connection: Live) -> None:
+        self.live.add(connection)
+        self._empty.clear()
+
+    def detach(self, connection: Live) -> None:
+        self.live.discard(connection)
+        if not self.live:
+            self._empty.set()
+
+    async def drained(self) -> None:
+        """Return once no local connection is left."""
+        await self._empty.wait()
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}

@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from typing import Final
 
 import uvicorn
+from starlette.applications import Starlette
 
 from app.config import Settings
 from app.gateway.app import create_app
 
-__all__ = ["run", "serve"]
+__all__ = ["GatewayServer", "run", "serve"]
+
+# How long websocket sessions get to answer their ops in flight and close 1001.
+_DRAIN_SECONDS: Final = 5.0
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, with the websocket sessions drained before uvicorn's own shutdown.
+
+    uvicorn closes every open websocket with 1012 as its shutdown begins, before the
+    ASGI lifespan shutdown runs (STYLE.md finding 1). This hook runs first: each session
+    stops taking ops, answers the ones in flight, and closes 1001 (PROTOCOL.md 4: the
+    server is going away; reconnect with `since`). What has not closed in time gets
+    uvicorn's 1012, which the protocol accepts too.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        services = getattr(self._app.state, "services", None)
+        if services is not None and services.fanout.live:
+            services.fanout.shutdown("the server is going away; reconnect with since")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    await services.fanout.drained()
+        await super().shutdown(sockets)
 
 
 async def serve(settings: Settings, *, port: int | None = None) -> None:
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port if port is None else port,
         log_config=None,
@@ -23,7 +55,7 @@ async def serve(settings: Settings, *, port: int | None = None) -> None:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
-    await uvicorn.Server(config).serve()
+    await GatewayServer(config, app).serve()
 
 
 def run(settings: Settings) -> None:

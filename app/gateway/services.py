@@ -21,7 +21,6 @@ from app.command import CommandHandler
 from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
 from app.observability import metrics
-from app.protocol import CloseCode
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
 
@@ -69,7 +68,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         finally:
             # Sockets that are still open (uvicorn closes them with 1012 before this
             # runs; see docs/websocket.md) are told the server is going away.
-            fanout.shutdown(CloseCode.GOING_AWAY, "the server is going away; reconnect with since")
+            fanout.shutdown("the server is going away; reconnect with since")
             await handler.close()
             await fanout.close()
     finally:

@@ -52,6 +52,7 @@ from app.protocol import (
     Send,
     Session,
     SessionConfig,
+    State,
     Submit,
     WireEvent,
 )
@@ -116,8 +117,9 @@ class Connection:
     def queued(self) -> int:
         return len(self.frames)
 
-    def shutdown(self, code: CloseCode, reason: str) -> None:
-        self.perform(self.session.close(code, reason))
+    def shutdown(self, reason: str) -> None:
+        """The server is going away: answer the ops in flight, then close 1001."""
+        self.perform(self.session.drain(reason))
 
     async def run(self) -> None:
         try:
@@ -315,7 +317,7 @@ class Connection:
     async def _join(self) -> None:
         """Join the document's channel at the welcome's version, with no gap: events the
         channel delivered since then come from its ring, or else from PostgreSQL."""
-        while self.session.state.value == "open":
+        while self.session.state is State.OPEN:
             if self.fanout.join(self.doc_id, self._deliver, self.session.v):
                 self._joined = True
                 metrics.ws_joins_total.inc()
@@ -333,12 +335,12 @@ async def endpoint(ws: WebSocket) -> None:
     await ws.accept()
     config = WsConfig.from_settings(svc.settings)
     connection = Connection(ws, svc, str(ws.path_params["doc_id"]), config)
-    svc.fanout.live.add(connection)
+    svc.fanout.attach(connection)
     metrics.ws_connections.inc()
     try:
         await connection.run()
     finally:
-        svc.fanout.live.discard(connection)
+        svc.fanout.detach(connection)
         metrics.ws_connections.dec()
 
 

@@ -9,14 +9,18 @@ an argument, so a test drives it with plain calls, like h11's ``ConnectionPair``
 
 States and the inputs that move them (``_TRANSITIONS``)::
 
-    AWAITING_HELLO ──hello──▶ JOINING ──admitted──▶ OPEN
-          │                      │                    │
-          └──────close───────────┴────────close───────┴──▶ CLOSING ──closed──▶ CLOSED
+    AWAITING_HELLO ──hello──▶ JOINING ──admitted──▶ OPEN ──drain──▶ DRAINING
+          │                      │                    │                 │
+          └──────close───────────┴────────close───────┴─────────────────┴──▶ CLOSING
+                                                                               │
+                                                               CLOSED ◀──closed┘
 
     close: a bad first message or the hello timer (4401), a refused hello (4401, 4403,
     4404), an oversize frame (1009), abuse of the rate limit (4429), a full send queue
-    (4408), shutdown (1001) or a fault (1011). ``closed`` (the transport is gone) is
-    accepted in every state.
+    (4408) or a fault (1011). ``drain`` (the server is going away) stops taking ops
+    (``unavailable``: retry with the same id after reconnecting), lets the ones in
+    flight be answered, and then closes 1001 (STYLE.md finding 1). ``closed`` (the
+    transport is gone) is accepted in every state.
 
 Calling an input in a state where the shell should never call it (a frame while
 JOINING, an ack before OPEN) raises ``SessionError``, which names both: that is a bug
@@ -57,6 +61,7 @@ class State(Enum):
     AWAITING_HELLO = "awaiting_hello"
     JOINING = "joining"
     OPEN = "open"
+    DRAINING = "draining"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -64,6 +69,7 @@ class State(Enum):
 class _Input(Enum):
     HELLO = "hello"
     ADMITTED = "admitted"
+    DRAIN = "drain"
     CLOSE = "close"
     CLOSED = "closed"
 
@@ -73,7 +79,10 @@ _TRANSITIONS: Final[dict[tuple[State, _Input], State]] = {
     (State.JOINING, _Input.ADMITTED): State.OPEN,
     (State.AWAITING_HELLO, _Input.CLOSE): State.CLOSING,
     (State.JOINING, _Input.CLOSE): State.CLOSING,
+    (State.OPEN, _Input.DRAIN): State.DRAINING,
     (State.OPEN, _Input.CLOSE): State.CLOSING,
+    (State.DRAINING, _Input.CLOSE): State.CLOSING,
+    (State.DRAINING, _Input.CLOSED): State.CLOSED,
     (State.AWAITING_HELLO, _Input.CLOSED): State.CLOSED,
     (State.JOINING, _Input.CLOSED): State.CLOSED,
     (State.OPEN, _Input.CLOSED): State.CLOSED,
@@ -82,6 +91,7 @@ _TRANSITIONS: Final[dict[tuple[State, _Input], State]] = {
 }
 
 _ENDED: Final = frozenset({State.CLOSING, State.CLOSED})
+_SERVING: Final = frozenset({State.OPEN, State.DRAINING})
 
 
 class SessionError(Exception):
@@ -172,6 +182,7 @@ class Session:
         self._parked: list[tuple[int, int, str]] = []  # (v, arrival, op id): a heap
         self._arrivals = 0
         self._announced = False
+        self._drain_reason = ""
 
     # -- inputs from the peer ------------------------------------------------------
 
@@ -218,6 +229,9 @@ class Session:
         return [Authenticate(message.token, message.since)]
 
     def _op(self, message: SubmitOp, now: float) -> list[Action]:
+        if self.state is State.DRAINING:
+            reason = "the server is going away; reconnect and retry with the same id"
+            return [Send(messages.reject(message.id, ErrorCode.UNAVAILABLE, reason))]
         verdict = self._ops.check(now)
         if verdict is Verdict.ABUSIVE:
             return self.close(CloseCode.RATE_LIMITED, "too many ops, for too long")
@@ -274,7 +288,7 @@ class Session:
         once for every socket (used when this session needs all of them)."""
         if self.state in _ENDED:
             return []
-        if self.state is not State.OPEN:
+        if self.state not in _SERVING:
             raise SessionError(self.state, "deliver events")
         if not events or events[-1].v <= self.v:
             return []  # already had them (in the welcome, or delivered before)
@@ -295,7 +309,7 @@ class Session:
         while self._parked and self._parked[0][0] <= self.v:
             v, _, op_id = heapq.heappop(self._parked)
             actions.append(Send(messages.ack(op_id, v)))
-        return actions
+        return actions + self._drained()
 
     def acked(self, op_id: str, v: int) -> list[Action]:
         """The op ``op_id`` is committed at ``v`` (or was before, for a re-send)."""
@@ -303,7 +317,7 @@ class Session:
         if self.state in _ENDED:
             return []
         if v <= self.v:
-            return [Send(messages.ack(op_id, v))]
+            return [Send(messages.ack(op_id, v)), *self._drained()]
         # The event at v has not reached this connection yet: the ack waits for it.
         self._arrivals += 1
         heapq.heappush(self._parked, (v, self._arrivals, op_id))
@@ -314,13 +328,28 @@ class Session:
         self._answered("reject an op")
         if self.state in _ENDED:
             return []
-        return [Send(messages.reject(op_id, code, message))]
+        return [Send(messages.reject(op_id, code, message)), *self._drained()]
 
     def _answered(self, what: str) -> None:
         if self.state in (State.AWAITING_HELLO, State.JOINING):
             raise SessionError(self.state, what)
         assert self.inflight > 0, "an answer for an op that was never submitted"
         self.inflight -= 1
+
+    def drain(self, reason: str) -> list[Action]:
+        """The server is going away: answer what is in flight, then close 1001."""
+        if self.state is State.OPEN:
+            self._move(_Input.DRAIN)
+            self._drain_reason = reason
+            return self._drained()
+        if self.state in (State.AWAITING_HELLO, State.JOINING):
+            return self.close(CloseCode.GOING_AWAY, reason)
+        return []
+
+    def _drained(self) -> list[Action]:
+        if self.state is not State.DRAINING or self.inflight or self._parked:
+            return []
+        return self.close(CloseCode.GOING_AWAY, self._drain_reason)
 
     def close(self, code: CloseCode, reason: str) -> list[Action]:
         """Close the connection with ``code`` (no-op once closing)."""

@@ -8,7 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import uvicorn
+from websockets.exceptions import ConnectionClosed
 
+from app.gateway.app import create_app
+from app.gateway.server import GatewayServer
 from app.tokens import issue_token
 from tests.e2e.conftest import SECRET, Gateway, gateway_settings, start_gateway
 from tests.e2e.ws_client import Client, close_code, make_doc, open_ws, rename
@@ -362,6 +366,46 @@ async def test_server_shutdown_closes_with_1001_or_1012(pg_dsn: str, pg_pool: ob
         await client.hello(gateway.token("alice"))
         server.should_exit = True
         assert await close_code(client, wait=15) in (1001, 1012)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_draining_server_answers_ops_in_flight_then_closes_1001(
+    pg_dsn: str, pg_pool: object
+) -> None:
+    settings = gateway_settings(pg_dsn)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws_per_message_deflate=False
+    )
+    server = GatewayServer(config, app)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    gateway = Gateway(f"http://127.0.0.1:{port}", settings)
+    try:
+        doc = await make_doc(gateway)
+        client = await open_ws(gateway, doc)
+        await client.hello(gateway.token("alice"))
+        for i in range(5):
+            await client.op(f"o{i}", rename(f"t{i}"))
+        await asyncio.sleep(0)
+        server.should_exit = True
+        got: list[dict[str, Any]] = []
+        code = None
+        try:
+            while True:
+                got.append(await client.recv(wait=10))
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+        assert code == 1001
+        answers = {m["id"]: m["type"] for m in got if m["type"] in ("ack", "reject")}
+        assert set(answers) == {f"o{i}" for i in range(5)}  # every op got its answer
+        check_stream(got, 2)
     finally:
         server.should_exit = True
         await task

@@ -4,7 +4,8 @@
 (2) a session fed random frames, deliveries, acks and rejects in a random order never
 raises, only ever sends well-formed messages of known types, delivers every event
 exactly once and in order, never sends an ack before its event (guarantee 2), and
-sends nothing after it asked for a close.
+sends nothing after it asked for a close, and a drain ends in a close once every op
+in flight has its answer.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ steps = st.lists(
         st.tuples(st.just("timeout"), st.none()),
         st.tuples(st.just("tick"), st.floats(min_value=0, max_value=0.5)),
         st.tuples(st.just("close"), st.none()),
+        st.tuples(st.just("drain"), st.none()),
     ),
     max_size=60,
 )
@@ -127,7 +129,7 @@ class Model:
                     s.admitted(doc="d", user="u", name="u", role="editor", v=3, state=b"{}")
                 )
             self.perform(s.receive(arg, now=self.now))
-        elif kind == "deliver" and s.state is State.OPEN:
+        elif kind == "deliver" and s.state in (State.OPEN, State.DRAINING):
             # a run that starts anywhere from a little before to just after s.v
             start = max(1, s.v + 1 + min(arg, 0))
             self.head = max(self.head, start + 2)
@@ -145,6 +147,8 @@ class Model:
             self.now += arg
         elif kind == "close":
             self.perform(s.closed())
+        elif kind == "drain":
+            self.perform(s.drain("going away"))
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -157,6 +161,10 @@ def test_session_never_breaks(opening: list[str | bytes], plan: list[tuple[str, 
     for kind, arg in plan:
         model.run(kind, arg)
     # Whatever happened, delivering every committed event releases every parked ack.
-    if model.session.state is State.OPEN:
+    if model.session.state in (State.OPEN, State.DRAINING):
         model.perform(model.session.deliver([event(v) for v in range(1, model.head + 1)]))
         assert model.session.parked == 0
+    if model.session.state is State.DRAINING:
+        while model.pending:
+            model.perform(model.session.failed(model.pending.pop(0), "conflict", "no"))
+        assert model.closed, "a drain with nothing left in flight must close"

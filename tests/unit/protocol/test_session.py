@@ -347,3 +347,46 @@ def test_answers_after_a_close_send_nothing() -> None:
     shell.perform(shell.session.close(CloseCode.GOING_AWAY, "bye"))
     assert shell.session.failed("a", "unavailable", "x") == []
     assert shell.session.inflight == 0
+
+
+def test_drain_answers_what_is_in_flight_then_closes_1001() -> None:
+    shell = Shell()
+    shell.open(v=1)
+    shell.feed({"type": "op", "id": "a", "op": {}})
+    shell.perform(shell.session.drain("going away"))
+    assert shell.session.state is State.DRAINING
+    assert shell.closes == []
+    # no new ops; pings still answered
+    shell.feed({"type": "op", "id": "b", "op": {}})
+    assert shell.sent[-1]["code"] == "unavailable"
+    assert shell.sent[-1]["id"] == "b"
+    shell.feed({"type": "ping", "t": 2})
+    assert shell.sent[-1] == {"type": "pong", "t": 2}
+    # the op in flight commits; its ack waits for its event, then the close follows
+    shell.perform(shell.session.acked("a", 2))
+    assert shell.closes == []
+    shell.deliver(event(2, "alice", "a"))
+    assert shell.types()[-2:] == ["event", "ack"]
+    assert shell.closes == [Close(CloseCode.GOING_AWAY, "going away")]
+
+
+def test_drain_with_nothing_in_flight_closes_at_once() -> None:
+    shell = Shell()
+    shell.open()
+    shell.perform(shell.session.drain("bye"))
+    assert shell.closes == [Close(CloseCode.GOING_AWAY, "bye")]
+    assert shell.session.drain("again") == []
+    # before the hello: closed at once too
+    early = Shell()
+    early.perform(early.session.drain("bye"))
+    assert [c.code for c in early.closes] == [CloseCode.GOING_AWAY]
+
+
+def test_drain_after_a_reject() -> None:
+    shell = Shell()
+    shell.open()
+    shell.feed({"type": "op", "id": "a", "op": {}})
+    shell.perform(shell.session.drain("bye"))
+    shell.perform(shell.session.failed("a", "conflict", "no"))
+    assert shell.types() == ["reject"]
+    assert [c.code for c in shell.closes] == [CloseCode.GOING_AWAY]
