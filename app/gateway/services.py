@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 from app.command import CommandHandler
 from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
+from app.gateway.presence import PresenceHub
 from app.observability import metrics
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
@@ -37,6 +38,7 @@ class Services:
     handler: CommandHandler
     redis: redis.Redis
     fanout: Fanout
+    presence: PresenceHub
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -53,6 +55,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         store = CommitTap(pool)
         fanout = Fanout(store, client, _stream_key(settings))
         store.listener = fanout.committed
+        presence = PresenceHub(client, _presence_channel(settings))
+        presence.start()
         metrics.ws_send_queue_frames.set_function(fanout.queued)
         metrics.ws_send_queue_max.set_function(fanout.deepest)
         handler = CommandHandler(
@@ -64,13 +68,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         await handler.start()
         try:
-            yield Services(settings, pool, store, handler, client, fanout)
+            yield Services(settings, pool, store, handler, client, fanout, presence)
         finally:
             # Sockets that are still open (uvicorn closes them with 1012 before this
             # runs; see docs/websocket.md) are told the server is going away.
             fanout.shutdown("the server is going away; reconnect with since")
             await handler.close()
             await fanout.close()
+            await presence.close()
     finally:
         await client.aclose()
         await pool.close()
@@ -80,6 +85,12 @@ def _stream_key(settings: Settings) -> Callable[[str], str]:
     """The Redis stream of a document, as the relay writes it (app.bus.keys)."""
     prefix = getattr(settings, "redis_prefix", "atelier:")
     return lambda doc_id: f"{prefix}doc:{{{doc_id}}}"
+
+
+def _presence_channel(settings: Settings) -> Callable[[str], str]:
+    """The Redis pub/sub channel of a document's presence."""
+    prefix = getattr(settings, "redis_prefix", "atelier:")
+    return lambda doc_id: f"{prefix}presence:{{{doc_id}}}"
 
 
 def lifespan(settings: Settings) -> Any:

@@ -84,7 +84,7 @@ class WsConfig:
                 frame_rate=4 * settings.ws_op_rate,
                 frame_burst=4 * settings.ws_op_burst,
                 max_inflight=settings.ws_op_burst,
-                presence=False,
+                presence=True,
             ),
             hello_timeout=settings.ws_hello_timeout_ms / 1000,
             send_queue=settings.ws_send_queue,
@@ -141,6 +141,7 @@ class Connection:
             self.perform(self.session.closed())
             if self._joined:
                 self.fanout.leave(self.doc_id, self._deliver)
+                self.svc.presence.leave(self.doc_id, self.session.id)
             self.log.info(
                 "websocket closed",
                 user=self.session.user or None,
@@ -162,7 +163,9 @@ class Connection:
             elif isinstance(action, Close):
                 self._close(action)
             elif isinstance(action, PublishPresence):
-                pass  # presence is not served yet (docs/websocket.md)
+                if self._joined:
+                    s = self.session
+                    self.svc.presence.update(self.doc_id, s.id, s.user, s.name, action.state)
             else:
                 assert isinstance(action, Authenticate), action
                 raise AssertionError("Authenticate is handled by the reader")
@@ -189,6 +192,10 @@ class Connection:
         metrics.ws_closes_total.labels(code=str(int(close.code))).inc()
         self._wake.set()
         self._closing.set()
+
+    def _relay(self, frame: str) -> None:
+        """The presence hub's sink: a peer's presence frame."""
+        self.perform(self.session.relay(frame))
 
     def _deliver(self, events: Any, frame: str) -> None:
         """The fan-out's sink: a run of consecutive events, its frame encoded once."""
@@ -320,6 +327,9 @@ class Connection:
         while self.session.state is State.OPEN:
             if self.fanout.join(self.doc_id, self._deliver, self.session.v):
                 self._joined = True
+                # PROTOCOL.md 4: the presence of the peers follows the welcome.
+                for frame in self.svc.presence.join(self.doc_id, self.session.id, self._relay):
+                    self.perform(self.session.relay(frame))
                 metrics.ws_joins_total.inc()
                 self.log.info("websocket joined", role=self.role, v=self.session.v)
                 return

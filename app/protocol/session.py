@@ -311,6 +311,12 @@ class Session:
             actions.append(Send(messages.ack(op_id, v)))
         return actions + self._drained()
 
+    def relay(self, frame: str) -> list[Action]:
+        """A peer's ``presence`` frame, to be sent as it is (built once for every socket)."""
+        if self.state not in _SERVING:
+            return []
+        return [Send(frame)]
+
     def acked(self, op_id: str, v: int) -> list[Action]:
         """The op ``op_id`` is committed at ``v`` (or was before, for a re-send)."""
         self._answered("ack an op")

@@ -390,3 +390,15 @@ def test_drain_after_a_reject() -> None:
     shell.perform(shell.session.failed("a", "conflict", "no"))
     assert shell.types() == ["reject"]
     assert [c.code for c in shell.closes] == [CloseCode.GOING_AWAY]
+
+
+def test_peer_presence_is_relayed_only_while_serving() -> None:
+    shell = Shell()
+    frame = m.presence("s2", "bob", "Bob", '{"x":1}')
+    with pytest.raises(SessionError):
+        shell.session.deliver([event(1)])
+    assert shell.session.relay(frame) == []  # not before the welcome
+    shell.open()
+    assert shell.session.relay(frame) == [Send(frame)]
+    shell.perform(shell.session.close(CloseCode.GOING_AWAY, "bye"))
+    assert shell.session.relay(frame) == []
