@@ -211,10 +211,15 @@ class Connection:
             text = message.get("text")
             frame = text if text is not None else message.get("bytes") or b""
             for action in self.session.receive(frame, now=self.loop.time()):
-                if isinstance(action, Authenticate):
-                    await self._hello(action)
-                else:
+                if not isinstance(action, Authenticate):
                     self.perform([action])
+                    continue
+                try:
+                    await self._hello(action)
+                except AppError as exc:  # the store is unavailable: not a bug of ours
+                    self.log.warning("websocket hello failed", code=exc.code, error=exc.message)
+                    reason = "the server cannot serve this document now; reconnect with since"
+                    self.perform(self.session.close(CloseCode.INTERNAL, reason))
 
     async def _write(self) -> None:
         try:

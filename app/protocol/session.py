@@ -90,6 +90,7 @@ _TRANSITIONS: Final[dict[tuple[State, _Input], State]] = {
     (State.CLOSED, _Input.CLOSED): State.CLOSED,
 }
 
+_MAX_REASON_BYTES: Final = 123
 _ENDED: Final = frozenset({State.CLOSING, State.CLOSED})
 _SERVING: Final = frozenset({State.OPEN, State.DRAINING})
 
@@ -162,6 +163,14 @@ class SessionConfig:
 
 
 # -- the machine ------------------------------------------------------------------
+
+
+def _close_reason(reason: str) -> str:
+    """RFC 6455 5.5: a control frame's payload is at most 125 bytes, 2 of them the code."""
+    encoded = reason.encode()
+    if len(encoded) <= _MAX_REASON_BYTES:
+        return reason
+    return encoded[: _MAX_REASON_BYTES - 3].decode(errors="ignore") + "..."
 
 
 class Session:
@@ -364,7 +373,7 @@ class Session:
         self._move(_Input.CLOSE)
         self.close_code = code
         self._parked.clear()
-        return [*self._leave(), Close(code, reason)]
+        return [*self._leave(), Close(code, _close_reason(reason))]
 
     def closed(self) -> list[Action]:
         """The transport is gone (the peer closed, or the close completed)."""

@@ -402,3 +402,12 @@ def test_peer_presence_is_relayed_only_while_serving() -> None:
     assert shell.session.relay(frame) == [Send(frame)]
     shell.perform(shell.session.close(CloseCode.GOING_AWAY, "bye"))
     assert shell.session.relay(frame) == []
+
+
+def test_close_reasons_fit_in_a_control_frame() -> None:
+    shell = Shell()
+    shell.open()
+    shell.perform(shell.session.close(CloseCode.INTERNAL, "é" * 200))
+    (close,) = shell.closes
+    assert len(close.reason.encode()) <= 123
+    assert close.reason.endswith("...")
