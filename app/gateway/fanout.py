@@ -77,6 +77,7 @@ class Channel:
         self._gap = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._epoch = 0
 
     def start(self) -> None:
         name = f"fanout:{self.doc_id}"
@@ -155,6 +156,9 @@ class Channel:
         while not self._stopped:
             try:
                 if last_id is None:
+                    # Entries of another epoch belong to another history of the store
+                    # (DESIGN.md, "Global order"): never delivered.
+                    self._epoch = await self.fanout.store.epoch()
                     last_id = await self._start_id(key)
                 reply: Any = await redis.xread(
                     {key: last_id}, count=_READ_COUNT, block=self.fanout.block_ms
@@ -173,9 +177,9 @@ class Channel:
                 batch = []
                 for entry_id, fields in entries:
                     last_id = entry_id
-                    event = _from_entry(fields)
+                    event = self._from_entry(fields)
                     if event is None:
-                        log.error("fanout: malformed stream entry", doc=self.doc_id, id=entry_id)
+                        log.error("fanout: unusable stream entry", doc=self.doc_id, id=entry_id)
                         continue
                     batch.append(event)
                 self.offer(batch)
@@ -187,10 +191,20 @@ class Channel:
         if not top:
             return "0-0"
         entry_id, fields = top[0]
-        event = _from_entry(fields)
+        event = self._from_entry(fields)
         if event is not None:
             self.expect(event.v)
         return entry_id  # type: ignore[no-any-return]
+
+    def _from_entry(self, fields: Any) -> WireEvent | None:
+        """The event of a stream entry (app/bus/entry.py); None if malformed or of
+        another epoch."""
+        try:
+            if int(fields.get(b"epoch", self._epoch)) != self._epoch:
+                return None
+            return WireEvent.from_body(int(fields[b"v"]), fields[b"e"].decode())
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return None
 
     async def _heal(self) -> None:
         """Fill what is known to be committed and has not come, from PostgreSQL."""
@@ -218,14 +232,6 @@ class Channel:
                     break
                 metrics.ws_gap_fills_total.inc()
                 self.offer([wire(e) for e in stored])
-
-
-def _from_entry(fields: Any) -> WireEvent | None:
-    try:
-        v = int(fields[b"v"])
-        return WireEvent.from_body(v, fields[b"e"].decode())
-    except (KeyError, ValueError, TypeError, AttributeError):
-        return None
 
 
 class Live(Protocol):

@@ -341,6 +341,12 @@ class Connection:
             stored = await self.svc.store.read_stream(
                 self.doc_id, after_v=self.session.v, limit=_FILL_PAGE
             )
+            if not stored:
+                # The channel is ahead of the store itself: never expected (its sources
+                # are commits of this store); refuse to guess.
+                self.log.error("fanout ahead of the store", v=self.session.v)
+                self.perform(self.session.close(CloseCode.INTERNAL, "internal error"))
+                return
             events: list[WireEvent] = [wire(e) for e in stored]
             self.perform(self.session.deliver(events))
 

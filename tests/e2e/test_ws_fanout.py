@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -40,11 +41,13 @@ async def rds(gateway: Gateway) -> AsyncIterator[redis.Redis]:
         await client.aclose()
 
 
-async def publish(rds: redis.Redis, key: str, event: Any, *, position: int | None = None) -> None:
+async def publish(
+    rds: redis.Redis, key: str, event: Any, *, position: int | None = None, epoch: int = 1
+) -> None:
     """XADD one stored event the way the relay does."""
     rds.test_keys.append(key)  # type: ignore[attr-defined]
     body = wire(event).body
-    fields = {"v": str(event.v), "epoch": "1", "e": body}
+    fields = {"v": str(event.v), "epoch": str(epoch), "e": body}
     await rds.xadd(key, fields, id=f"{position or event.position}-0")  # type: ignore[arg-type]
 
 
@@ -83,6 +86,9 @@ async def test_stream_entries_reach_the_sockets_and_a_jump_is_filled(
     assert (event["type"], event["v"], event["id"], event["actor"]) == ("event", 5, "b9", "bob")
     await publish(rds, key, fifth, position=fifth.position + 1000)
     await rds.xadd(key, {"v": "x", "e": "[]"}, id=f"{fifth.position + 1001}-0")
+    # an entry of another epoch (another history of the store) is never delivered
+    other_history = replace(fifth, v=6, op_id="ghost")
+    await publish(rds, key, other_history, position=fifth.position + 1002, epoch=2)
     await client.quiet(0.5)
     await client.send({"type": "ping", "t": 1})
     assert await client.recv() == {"type": "pong", "t": 1}
