@@ -179,7 +179,11 @@ class Channel:
                     last_id = entry_id
                     event = self._from_entry(fields)
                     if event is None:
-                        log.error("fanout: unusable stream entry", doc=self.doc_id, id=entry_id)
+                        log.warning(
+                            "fanout: stream entry skipped (malformed, or of another epoch)",
+                            doc=self.doc_id,
+                            id=entry_id,
+                        )
                         continue
                     batch.append(event)
                 self.offer(batch)

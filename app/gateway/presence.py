@@ -3,23 +3,26 @@
 Each session's latest state waits in this process's outbox; every ``tick`` (30 ms) the
 outbox of each document goes out as ONE Redis ``PUBLISH`` on ``{prefix}presence:{<doc>}``
 (coalesced: a session that sent ten updates within a tick is published once, with the
-last). Every gateway process with sessions on that document is subscribed (one
+last). At the same tick the updates go to this process's other sessions on the document
+directly. Every other gateway process with sessions on that document is subscribed (one
 subscription per document per process, like the stream reader) and hands each update to
-its local sessions except the one it came from; this process hears its own sessions
-through the same subscription, so there is one path for all.
+its local sessions; a process skips what it published itself (the payload names its
+origin), so its own sessions never depend on its subscription being in place yet.
 
 Only sessions that sent a ``presence`` are ever announced (a crowd of silent viewers
 costs nothing), and such a session's leaving is announced with ``state: null``. A
 session that joins is sent the latest state of every peer this process has heard since
 it subscribed to the document.
 
-The payload of one publish is one line per update, ``<session id> <presence frame>``:
-the frame is built once by the publisher and sent as is by every receiving process.
+The payload of one publish is the origin on the first line, then one line per update,
+``<session id> <presence frame>``: the frame is built once by the publisher and sent as
+is by every receiving process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -66,7 +69,7 @@ class _Doc:
                 while not self._stopped:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        self.received(message["data"])
+                        self.received_remote(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -78,9 +81,14 @@ class _Doc:
             finally:
                 await asyncio.shield(pubsub.aclose())
 
-    def received(self, data: bytes | str) -> None:
+    def received_remote(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data
-        for line in text.split("\n"):
+        origin, _, lines = text.partition("\n")
+        if origin != self.hub.origin:
+            self.received(lines.split("\n"))
+
+    def received(self, lines: list[str]) -> None:
+        for line in lines:
             session, _, frame = line.partition(" ")
             if not frame.startswith("{"):
                 continue
@@ -105,6 +113,7 @@ class PresenceHub:
         self._wake = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self.origin = secrets.token_hex(8)  # this process, in the payloads it publishes
 
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._run(), name="presence-ticker")
@@ -141,7 +150,11 @@ class PresenceHub:
             self._wake.clear()
             outbox, self._outbox = self._outbox, {}
             for doc_id, updates in outbox.items():
-                payload = "\n".join(f"{session} {frame}" for session, frame in updates.items())
+                lines = [f"{session} {frame}" for session, frame in updates.items()]
+                doc = self._docs.get(doc_id)
+                if doc is not None:
+                    doc.received(lines)  # this process's own sessions, at once
+                payload = "\n".join([self.origin, *lines])
                 try:
                     await self.redis.publish(self.channel(doc_id), payload)
                 except Exception as exc:  # presence is best effort: the next update heals

@@ -181,7 +181,12 @@ def test_a_joiner_ahead_of_the_channel_makes_it_catch_up() -> None:
 
 
 async def test_stop_ends_the_tasks(gateway: Gateway) -> None:
-    fanout = Fanout(None, redis.from_url(gateway.settings.redis_url), lambda d: f"t:{d}")  # type: ignore[arg-type]
+    class Store:
+        async def epoch(self) -> int:
+            return 1
+
+    client = redis.from_url(gateway.settings.redis_url)
+    fanout = Fanout(Store(), client, lambda d: f"t:{d}")  # type: ignore[arg-type]
     assert fanout.join("x", Recorder(), 1)
     await asyncio.sleep(0.01)
     await fanout.close()
