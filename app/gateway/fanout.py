@@ -36,7 +36,6 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from app.errors import AppError
 from app.observability import metrics
 from app.protocol import WireEvent
 from app.protocol.messages import events as events_frame
@@ -128,7 +127,12 @@ class Channel:
         self._ring.extend(run)
         sinks = list(self.sinks)  # a sink may leave (close) while we deliver
         for sink in sinks:
-            sink(run, frame)
+            try:
+                sink(run, frame)
+            except Exception:
+                # A bug in one session must not cost the others this run; that session
+                # sees a gap at its next delivery and closes 1011 (Session.deliver).
+                log.exception("fanout sink failed", doc=self.doc_id)
         metrics.ws_deliveries_total.inc(len(sinks))
 
     def join(self, sink: Sink, v: int) -> bool:
@@ -224,8 +228,12 @@ class Channel:
                     stored = await store.read_stream(
                         self.doc_id, after_v=self.cursor, limit=_FILL_PAGE
                     )
-                except AppError as exc:
-                    log.warning("fanout fill failed", doc=self.doc_id, error=exc.message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Unavailable, or the pool closing at shutdown
+                    if self._stopped:
+                        return
+                    log.warning("fanout fill failed", doc=self.doc_id, error=repr(exc))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                     continue

@@ -192,3 +192,17 @@ async def test_stop_ends_the_tasks(gateway: Gateway) -> None:
     await fanout.close()
     assert fanout.channel("x") is None
     await fanout.redis.aclose()
+
+
+def test_a_failing_sink_does_not_cost_the_others_their_events() -> None:
+    ch = channel(1)
+
+    def broken(events: Sequence[WireEvent], frame: str) -> None:
+        raise RuntimeError("bug")
+
+    good = Recorder()
+    ch.join(broken, 1)
+    ch.join(good, 1)
+    ch.offer([ev(2)])
+    assert good.versions == [2]
+    assert ch.cursor == 2
