@@ -32,6 +32,10 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "PostgreSQL DSN of the event store",
     ),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis URL used for fan-out"),
+    "REDIS_PREFIX": (
+        "atelier:",
+        "prefix of every Redis key (one prefix per event store; no `{`, `}` or spaces)",
+    ),
     "APP_HOST": ("127.0.0.1", "address the gateway binds"),
     "APP_PORT": ("8000", "port the gateway binds"),
     "APP_DATA_DIR": (".data", "project-local folder for service data, logs and the dev secret"),
@@ -41,6 +45,19 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     "SNAPSHOT_EVERY": (
         "200",
         "the snapshotter writes a snapshot of a document every N events (0: none)",
+    ),
+    "RELAY_STREAM_MAXLEN": (
+        "1000",
+        "events kept in each document's Redis stream (approximate trim, `XADD MAXLEN ~`); "
+        "older ones are read from PostgreSQL",
+    ),
+    "RELAY_STREAM_TTL": (
+        "86400",
+        "seconds a document's Redis stream lives after its last event (0: no expiry)",
+    ),
+    "RELAY_REPUBLISH_WINDOW": (
+        "10000",
+        "events the relay publishes again when Redis lost its progress or the epoch changed",
     ),
     "WRITE_MODEL_CACHE": ("2000", "documents whose write model is kept warm per process (LRU)"),
     "UNDO_DEPTH": ("100", "undoable ops remembered per user and document"),
@@ -85,6 +102,7 @@ class Settings:
     secret: str
     database_url: str
     redis_url: str
+    redis_prefix: str
     host: str
     port: int
     data_dir: Path
@@ -92,6 +110,9 @@ class Settings:
     db_commit_lanes: int
     group_commit_max: int
     snapshot_every: int
+    relay_stream_maxlen: int
+    relay_stream_ttl: int
+    relay_republish_window: int
     write_model_cache: int
     undo_depth: int
     max_body_bytes: int
@@ -125,6 +146,12 @@ class Settings:
         log_format = (_get(env, "LOG_FORMAT") or "auto").lower()
         if log_format not in {"auto", "console", "json"}:
             raise ConfigError(f"LOG_FORMAT must be auto, console or json, got {log_format!r}")
+        redis_prefix = _get(env, "REDIS_PREFIX") or ""
+        if any(c in redis_prefix for c in "{} \t\r\n"):
+            # A brace would move the Redis Cluster hash tag away from the document id.
+            raise ConfigError(
+                f"REDIS_PREFIX must not contain braces or whitespace, got {redis_prefix!r}"
+            )
         if log_format == "auto":
             log_format = "console" if app_env == "dev" else "json"
         port = _int(env, "APP_PORT")
@@ -135,6 +162,7 @@ class Settings:
             secret=secret,
             database_url=_get(env, "DATABASE_URL") or "",
             redis_url=_get(env, "REDIS_URL") or "",
+            redis_prefix=redis_prefix,
             host=_get(env, "APP_HOST") or "127.0.0.1",
             port=port,
             data_dir=data_dir,
@@ -142,6 +170,9 @@ class Settings:
             db_commit_lanes=_int(env, "DB_COMMIT_LANES", minimum=1),
             group_commit_max=_int(env, "GROUP_COMMIT_MAX", minimum=1),
             snapshot_every=_int(env, "SNAPSHOT_EVERY"),
+            relay_stream_maxlen=_int(env, "RELAY_STREAM_MAXLEN", minimum=1),
+            relay_stream_ttl=_int(env, "RELAY_STREAM_TTL"),
+            relay_republish_window=_int(env, "RELAY_REPUBLISH_WINDOW"),
             write_model_cache=_int(env, "WRITE_MODEL_CACHE", minimum=1),
             undo_depth=_int(env, "UNDO_DEPTH", minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", minimum=1024),
