@@ -18,6 +18,22 @@ names below are what the code uses:
     http_requests_total{method,route,status}
                                    HTTP requests answered, by route template (never the
                                    raw path: label values must stay few)
+    relay_position                 the last global position the relay published
+    relay_lag_events               log head minus relay_position
+    relay_lag_seconds              age of the last published event while the relay is
+                                   behind the head; 0 when caught up
+    relay_published_total          entries added to Redis streams
+    relay_already_published_total  XADDs refused as at or below the stream's top
+                                   (a republish after a crash or loss: not an error)
+    relay_republishes_total{reason}
+                                   times the relay restarted from the republish window:
+                                   missing (Redis lost its progress), ahead (progress
+                                   beyond the log's head), epoch, store
+    relay_redis_errors_total       failed Redis round trips of the relay (retried)
+    relay_lease_held               1 while this process holds the relay lease
+    catchup_store_reads_total{reason}
+                                   read_after answered from PostgreSQL: gap (Redis did
+                                   not hold the range) or redis_error
     ws_connections                 websocket connections open in this process
     ws_channels                    documents this process fans out (one stream reader each)
     ws_joins_total                 websocket sessions welcomed and joined to their document
@@ -47,9 +63,18 @@ __all__ = [
     "ack_seconds",
     "append_batch_size",
     "append_seconds",
+    "catchup_store_reads_total",
     "exclusive_appends_total",
     "http_requests_total",
     "ops_total",
+    "relay_already_published_total",
+    "relay_lag_events",
+    "relay_lag_seconds",
+    "relay_lease_held",
+    "relay_position",
+    "relay_published_total",
+    "relay_redis_errors_total",
+    "relay_republishes_total",
     "render",
     "snapshots_written_total",
     "version_conflicts_total",
@@ -136,6 +161,53 @@ http_requests_total: Final = Counter(
     "atelier_http_requests",
     "HTTP requests answered, by method, route template and status.",
     ["method", "route", "status"],
+    registry=REGISTRY,
+)
+relay_position: Final = Gauge(
+    "atelier_relay_position",
+    "The last global log position the relay published to Redis.",
+    registry=REGISTRY,
+)
+relay_lag_events: Final = Gauge(
+    "atelier_relay_lag_events",
+    "Events committed to the log but not yet published to Redis.",
+    registry=REGISTRY,
+)
+relay_lag_seconds: Final = Gauge(
+    "atelier_relay_lag_seconds",
+    "Age of the last published event while the relay is behind the head (0 when caught up).",
+    registry=REGISTRY,
+)
+relay_published_total: Final = Counter(
+    "atelier_relay_published",
+    "Entries the relay added to Redis streams.",
+    registry=REGISTRY,
+)
+relay_already_published_total: Final = Counter(
+    "atelier_relay_already_published",
+    "XADDs refused because the entry was published before (republish after a crash or loss).",
+    registry=REGISTRY,
+)
+relay_republishes_total: Final = Counter(
+    "atelier_relay_republishes",
+    "Restarts from the republish window, by reason (missing, ahead, epoch, store).",
+    ["reason"],
+    registry=REGISTRY,
+)
+relay_redis_errors_total: Final = Counter(
+    "atelier_relay_redis_errors",
+    "Failed Redis round trips of the relay (each retried with backoff).",
+    registry=REGISTRY,
+)
+relay_lease_held: Final = Gauge(
+    "atelier_relay_lease_held",
+    "1 while this process holds the relay lease, else 0.",
+    registry=REGISTRY,
+)
+catchup_store_reads_total: Final = Counter(
+    "atelier_catchup_store_reads",
+    "Catch-up reads answered from PostgreSQL, by reason (gap, redis_error).",
+    ["reason"],
     registry=REGISTRY,
 )
 

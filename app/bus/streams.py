@@ -1,0 +1,236 @@
+"""A thin layer over redis.asyncio for the per-document streams and the relay's keys.
+
+Every function maps Redis and network failures to ``app.errors.Unavailable`` (STYLE.md
+habit 4: nothing above ``app.bus`` sees a redis exception), so a caller retries one
+kind of error. What each write protects:
+
+- ``publish``: one pipelined round trip per batch (``transaction=False``) of one
+  ``XADD`` per event with its explicit id ``<position>-0``, the streams' ``EXPIRE`` and
+  ``SET relay:position … GET``. Redis refuses an id at or below a stream's top: that
+  refusal is counted as "already published", never as an error, so publishing a range
+  again after a crash adds nothing twice (I4). Commands of one pipeline run in order
+  on one connection, so when the position is written every ``XADD`` before it has run.
+- ``reset_progress``: the position is written before the epoch and the store id, so a
+  crash between them leaves a progress that the next start still finds void.
+- ``wipe_streams``: after a change of store or epoch the old streams hold ids that
+  the new positions would collide with; they must go before anything is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final, TypeAlias, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from app.bus.entry import Entry, EventRecord, decode_entry, entry_fields
+from app.bus.keys import Keys, entry_id
+from app.errors import Unavailable
+
+__all__ = [
+    "Progress",
+    "PublishResult",
+    "Redis",
+    "create_redis",
+    "publish",
+    "read_progress",
+    "read_range",
+    "reset_progress",
+    "translate_errors",
+    "wipe_streams",
+]
+
+Redis: TypeAlias = "aioredis.Redis"
+
+# The text of Redis's refusal of an explicit id at or below the stream's top
+# (t_stream.c, "The ID specified in XADD is equal or smaller than the target stream
+# top item"). It means the entry is there already, or was and has been trimmed.
+_ALREADY: Final = "equal or smaller than the target stream top item"
+_SCAN_COUNT: Final = 500
+
+
+def create_redis(
+    url: str, *, socket_timeout: float | None = 5.0, connect_timeout: float = 5.0
+) -> Redis:
+    """A client for ``url`` that returns bytes (entries are bytes end to end).
+
+    ``socket_timeout`` must exceed any ``XREAD BLOCK`` time a caller uses; None waits
+    for ever. The caller owns the client and closes it (``await client.aclose()``).
+    """
+    return aioredis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=30,
+    )
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Raise ``Unavailable`` for any Redis or network failure inside the block.
+
+    Redis is a transport, never the truth (DESIGN.md): whatever it answers, the cure is
+    to retry later or to read PostgreSQL, so one error kind is enough above this layer.
+    """
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise Unavailable(f"redis unavailable during {what}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """``published``: entries added now. ``already``: refused as at or below a stream's
+    top, i.e. published before. ``previous_position``: what ``relay:position`` held
+    before this batch wrote it (None when the key was missing: Redis lost it)."""
+
+    published: int
+    already: int
+    previous_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The relay's progress as Redis holds it; None for each key that is missing."""
+
+    position: int | None
+    epoch: int | None
+    store: str | None
+
+
+def _int_or_none(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | str):
+        try:
+            return int(value)
+        except ValueError:
+            return None  # garbage in our key: treated as missing, so void
+    return None
+
+
+async def publish(
+    redis: Redis,
+    keys: Keys,
+    events: Sequence[EventRecord],
+    *,
+    epoch: int,
+    position: int,
+    maxlen: int,
+    ttl: int,
+) -> PublishResult:
+    """Publish ``events`` (ascending positions) and record ``position`` as published.
+
+    One round trip. ``maxlen`` trims each stream approximately (``MAXLEN ~``: whole
+    radix-tree nodes, cheap); ``ttl`` > 0 refreshes each touched stream's expiry.
+    Raises ``Unavailable`` if Redis failed any command; ``relay:position`` is then put
+    back as it was, so a crash right after cannot skip an entry that was not written.
+    """
+    with translate_errors("publish"):
+        async with redis.pipeline(transaction=False) as pipe:
+            touched: dict[str, None] = {}
+            for event in events:
+                key = keys.doc_stream(event.doc_id)
+                touched[key] = None
+                pipe.xadd(
+                    key,
+                    entry_fields(event, epoch),  # type: ignore[arg-type]
+                    id=entry_id(event.position),
+                    maxlen=maxlen,
+                    approximate=True,
+                )
+            if ttl > 0:
+                for key in touched:
+                    pipe.expire(key, ttl)
+            pipe.set(keys.relay_position, b"%d" % position, get=True)
+            results = await pipe.execute(raise_on_error=False)
+    *commands, previous = results
+    published = already = 0
+    failure: BaseException | None = None
+    for result in commands[: len(events)]:
+        if isinstance(result, ResponseError) and _ALREADY in str(result):
+            already += 1
+        elif isinstance(result, BaseException):
+            failure = failure or result
+        else:
+            published += 1
+    for result in [*commands[len(events) :], previous]:
+        if isinstance(result, BaseException):
+            failure = failure or result
+    if failure is not None:
+        await _put_back(redis, keys, previous)
+        raise Unavailable(f"redis refused part of a publish: {failure}") from failure
+    return PublishResult(published, already, _int_or_none(previous))
+
+
+async def _put_back(redis: Redis, keys: Keys, previous: object) -> None:
+    """Best effort: restore ``relay:position`` after a partly failed publish."""
+    try:
+        if isinstance(previous, bytes):
+            await redis.set(keys.relay_position, previous)
+        elif previous is None:
+            await redis.delete(keys.relay_position)
+    except (RedisError, OSError):
+        pass  # Redis is failing anyway; the caller retries the whole batch
+
+
+async def read_progress(redis: Redis, keys: Keys) -> Progress:
+    """The relay's position, epoch and store id, each None when missing or unreadable."""
+    with translate_errors("read_progress"):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.relay_position)
+            pipe.get(keys.relay_epoch)
+            pipe.get(keys.relay_store)
+            position, epoch, store = await pipe.execute()
+    return Progress(
+        position=_int_or_none(position),
+        epoch=_int_or_none(epoch),
+        store=store.decode() if isinstance(store, bytes) else None,
+    )
+
+
+async def reset_progress(
+    redis: Redis, keys: Keys, *, position: int, epoch: int, store: str
+) -> None:
+    """Record a new starting point: the position first, then epoch and store id."""
+    with translate_errors("reset_progress"):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.relay_position, b"%d" % position)
+            pipe.set(keys.relay_epoch, b"%d" % epoch)
+            pipe.set(keys.relay_store, store.encode())
+            await pipe.execute()
+
+
+async def wipe_streams(redis: Redis, keys: Keys) -> int:
+    """Delete every document stream under the prefix; how many there were."""
+    deleted = 0
+    with translate_errors("wipe_streams"):
+        batch: list[bytes] = []
+        async for key in redis.scan_iter(match=keys.doc_stream_pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _SCAN_COUNT:
+                deleted += await redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += await redis.unlink(*batch)
+    return deleted
+
+
+async def read_range(
+    redis: Redis, keys: Keys, doc_id: str, from_position: int, count: int | None = None
+) -> list[Entry]:
+    """Entries of ``doc_id`` with position >= ``from_position`` (inclusive), oldest
+    first, at most ``count``. Empty when the stream does not exist."""
+    start = entry_id(from_position) if from_position >= 1 else "-"
+    with translate_errors("read_range"):
+        items = await redis.xrange(keys.doc_stream(doc_id), min=start, max="+", count=count)
+    entries = []
+    for item_id, fields in items or ():
+        if item_id is None or fields is None:
+            raise ValueError(f"a stream entry without id or fields in {doc_id!r}")
+        entries.append(decode_entry(item_id, cast(Mapping[bytes, bytes], fields)))
+    return entries
