@@ -1,6 +1,7 @@
 """The command line: parse argv, build ``Settings`` once, call one runner.
 
     python -m app serve       the gateway (HTTP API and websockets) on APP_HOST:APP_PORT
+    python -m app relay       publish committed events to the Redis streams (one at a time)
     python -m app dev         the development processes under a supervisor (make run)
     python -m app migrate     create the database if missing, apply migrations
     python -m app token       print a signed token for a user
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the gateway (HTTP API and websockets)")
+    sub.add_parser("relay", help="publish committed events to Redis streams (one at a time)")
     sub.add_parser("dev", help="run the development processes under a supervisor")
     sub.add_parser("migrate", help="create the database if missing and apply migrations")
     sub.add_parser("snapshotter", help="follow the log and write document snapshots")
@@ -71,6 +73,10 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
 
         serve(settings)
         return 0
+    if command == "relay":
+        from app.relay import runner
+
+        return runner.run(settings)
     if command == "dev":
         from app.ops import dev
 

@@ -14,21 +14,29 @@ PostgreSQL
     ``scratch_dsn``   (function) a factory of further empty, unmigrated databases,
                       for tests of the migration runner itself; dropped afterwards.
 
-Redis and HTTP fixtures go in their own sections below, same habits: session-scoped
-servers or databases, function-scoped clients, cleanup in the fixture.
+Redis (``redis_url``, ``redis_prefix``, ``redis``, ``redis_server``) is described at
+the top of its section below. Further services go in their own sections, same habits:
+session-scoped servers or databases, function-scoped clients, cleanup in the fixture.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from app.bus import Keys, Redis, create_redis
 from app.store.migrate import ensure_database, migrate
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
@@ -163,3 +171,134 @@ async def scratch_dsn(pg_admin_dsn: str) -> AsyncIterator[Callable[[], str]]:
     finally:
         for name in names:
             await drop_database(pg_admin_dsn, name)
+
+
+# ---------------------------------------------------------------------------------
+# Redis
+#
+#   ``redis_url``     (session) the shared server: ``ATELIER_TEST_REDIS_URL``, else
+#                     ``REDIS_URL``, else redis://127.0.0.1:6379/0.
+#   ``redis_prefix``  (function) a key prefix of the test's own (``atelier_test_<hex>:``);
+#                     every key under it is deleted after the test. Tests on the shared
+#                     server touch nothing else (never FLUSHALL there).
+#   ``redis``         (function) a client of ``app.bus.create_redis`` (bytes), closed after.
+#   ``redis_server``  (function) a private redis-server of the test's own on a free
+#                     port, nothing persisted, for tests that FLUSHALL, stop or restart
+#                     Redis: ``.url``, ``.stop()``, ``.start()``, ``.client()``.
+# ---------------------------------------------------------------------------------
+
+_DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def delete_prefix(client: Redis, prefix: str) -> int:
+    """Delete every key under ``prefix``; how many there were."""
+    deleted = 0
+    async for key in client.scan_iter(match=Keys(prefix).all_pattern, count=500):
+        deleted += await client.unlink(key)
+    return deleted
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return (
+        os.environ.get("ATELIER_TEST_REDIS_URL")
+        or os.environ.get("REDIS_URL")
+        or _DEFAULT_REDIS_URL
+    )
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    prefix = f"atelier_test_{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        client = create_redis(redis_url)
+        try:
+            await delete_prefix(client, prefix)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
+    client = create_redis(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class RedisServer:
+    """A redis-server of one test's own: no persistence, so a restart loses everything
+    (as a production Redis without AOF would)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--logfile",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def client(self) -> Redis:
+        return create_redis(self.url, socket_timeout=2, connect_timeout=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

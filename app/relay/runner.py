@@ -1,0 +1,71 @@
+"""``python -m app relay``: run the relay until SIGINT or SIGTERM.
+
+The process owns one Redis client and the relay's two PostgreSQL connections (lease
+and log follower); a signal cancels the relay, which closes them, and the lease goes
+with the lease connection, so a waiting relay takes over within its poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from app.bus import Keys, create_redis
+from app.config import Settings
+from app.relay.relay import Relay, RelayConfig
+
+__all__ = ["config_from", "relay_forever", "run"]
+
+log = structlog.get_logger(__name__)
+
+
+def config_from(settings: Settings) -> RelayConfig:
+    """The relay's configuration from the process settings."""
+    return RelayConfig(
+        dsn=settings.database_url,
+        keys=Keys(settings.redis_prefix),
+        maxlen=settings.relay_stream_maxlen,
+        ttl=settings.relay_stream_ttl,
+        window=settings.relay_republish_window,
+    )
+
+
+async def relay_forever(settings: Settings) -> None:
+    """Runs until cancelled."""
+    redis = create_redis(settings.redis_url)
+    try:
+        config = config_from(settings)
+        log.info(
+            "relay starting",
+            prefix=config.keys.prefix,
+            maxlen=config.maxlen,
+            ttl=config.ttl,
+            window=config.window,
+        )
+        await Relay(config, redis).run()
+    finally:
+        await redis.aclose()
+
+
+def run(settings: Settings) -> int:
+    """Run the relay in this process: 0 after a clean stop by signal, 1 when it stopped
+    on an invariant breach (a hole in the log), which it never papers over."""
+
+    async def main() -> int:
+        task = asyncio.create_task(relay_forever(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception:
+            log.exception("relay failed")
+            return 1
+        log.info("relay stopped")
+        return 0
+
+    return asyncio.run(main())

@@ -1,0 +1,124 @@
+"""``python -m app relay`` as real processes: SIGKILLed at random moments while a
+standby waits for the lease ("waiting for the relay lease") and takes over; every
+event ends up in its stream exactly once; SIGTERM stops the last one cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+from app.bus import Keys, Redis
+from app.store.postgres import PostgresStore
+from tests.support.relay import Writer, assert_published_exactly, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ["d1", "d2", "d3"]
+
+
+class RelayProcess:
+    """One ``python -m app relay`` with its log lines collected as they come."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.lines: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> RelayProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app",
+            "relay",
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    async def end(self, sig: signal.Signals) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), 15)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(f"no stop within 15 s:\n{self.output}") from None
+        if self._reader is not None:
+            await self._reader
+        return code
+
+
+async def test_killed_relay_processes_hand_over_and_publish_each_event_once(
+    store: PostgresStore, pg_clean: str, redis: Redis, redis_url: str, redis_prefix: str
+) -> None:
+    rng = random.Random()
+    keys = Keys(redis_prefix)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": pg_clean,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": redis_prefix,
+        "APP_ENV": "prod",
+        "APP_SECRET": "s" * 40,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+    }
+    stop = asyncio.Event()
+    processes: list[RelayProcess] = []
+    try:
+        async with Writer(store) as writer:
+            await writer.documents(*DOCS)
+            leader = await RelayProcess(env).start()
+            processes.append(leader)
+            await wait_until(lambda: leader.said("relay lease acquired"), what=leader.output)
+            editing = asyncio.create_task(writer.keep_editing(DOCS, stop))
+            for _ in range(2):
+                standby = await RelayProcess(env).start()
+                processes.append(standby)
+                await wait_until(
+                    lambda: standby.said("waiting for the relay lease"), what=standby.output
+                )
+                await asyncio.sleep(rng.uniform(0.05, 0.4))
+                assert await leader.end(signal.SIGKILL) == -signal.SIGKILL
+                await wait_until(
+                    lambda: standby.said("relay lease acquired"), within=5, what=standby.output
+                )
+                leader = standby
+            stop.set()
+            await editing
+            head = await store.head()
+
+            async def published() -> bool:
+                return await redis.get(keys.relay_position) == b"%d" % head
+
+            await wait_until(published, what="the last relay to catch up")
+        assert await assert_published_exactly(redis, keys, store) == writer.acked
+        assert await leader.end(signal.SIGTERM) == 0, leader.output
+        assert leader.said("relay stopped")
+        assert "Traceback" not in leader.output
+    finally:
+        stop.set()
+        for process in processes:
+            if process.proc is not None and process.proc.returncode is None:
+                await process.end(signal.SIGKILL)
