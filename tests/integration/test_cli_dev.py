@@ -68,13 +68,14 @@ def test_page_url() -> None:
     assert page_url(settings(APP_HOST="localhost")) == "http://localhost:8000/"
 
 
-def test_the_dev_children_start_the_gateway_and_the_snapshotter() -> None:
-    serve, snapshotter = children(settings(APP_PORT="8123"))
+def test_the_dev_children_are_the_gateway_the_relay_and_the_snapshotter() -> None:
+    serve, relay, snapshotter = children(settings(APP_PORT="8123"))
     assert serve.argv == (sys.executable, "-m", "app", "serve")
     assert serve.ready == ("127.0.0.1", 8123)
+    assert relay.argv == (sys.executable, "-m", "app", "relay")
+    assert relay.ready is None
     assert snapshotter.argv == (sys.executable, "-m", "app", "snapshotter")
-    (only,) = children(settings(SNAPSHOT_EVERY="0"))
-    assert only.name == "serve"
+    assert [child.name for child in children(settings(SNAPSHOT_EVERY="0"))] == ["serve", "relay"]
 
 
 async def test_a_dying_child_is_restarted_with_backoff() -> None:
@@ -162,7 +163,7 @@ async def test_a_taken_port_is_refused_before_starting(capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_app_dev_serves_then_stops_cleanly(
-    pg_dsn: str, tmp_path: Path, sig: signal.Signals
+    pg_dsn: str, tmp_path: Path, sig: signal.Signals, redis_url: str, redis_prefix: str
 ) -> None:
     port = free_port()
     env = {
@@ -171,7 +172,9 @@ def test_app_dev_serves_then_stops_cleanly(
         "APP_DATA_DIR": str(tmp_path),
         "APP_PORT": str(port),
         "DATABASE_URL": pg_dsn,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_URL": redis_url,
+        # The relay child writes keys: under the test's own prefix, deleted afterwards.
+        "REDIS_PREFIX": redis_prefix,
         "LOG_FORMAT": "json",
     }
     root = Path(__file__).resolve().parents[2]
@@ -198,3 +201,6 @@ def test_app_dev_serves_then_stops_cleanly(
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert '"child_stopped"' in err
+    # The relay ran too (it may not have got far: a signal that lands before its
+    # handler is installed ends it quietly, with nothing to clean up yet).
+    assert '"child":"relay"' in err
