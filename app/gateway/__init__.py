@@ -1,1 +1,9 @@
-"""The gateway: Starlette HTTP API (and, later, websocket sessions) on uvicorn."""
+"""The gateway: Starlette HTTP API and websocket sessions on uvicorn.
+
+app        create_app: routes, middleware, errors to bodies
+services   what the process owns for its lifetime (the lifespan)
+ws         GET /ws/documents/{doc_id}: the shell around app.protocol.Session
+fanout     one channel per document: commit tap, Redis stream reader, healer
+presence   presence coalesced per document, across processes by Redis pub/sub
+server     uvicorn run from our code, websocket sessions drained first
+"""

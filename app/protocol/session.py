@@ -174,6 +174,8 @@ def _close_reason(reason: str) -> str:
 
 
 class Session:
+    """One connection's protocol state; every method returns the actions to perform."""
+
     def __init__(self, session_id: str, config: SessionConfig, *, now: float) -> None:
         self.id = session_id
         self.config = config
