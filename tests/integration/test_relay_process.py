@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from app.bus import Keys, Redis
@@ -97,12 +98,12 @@ async def test_killed_relay_processes_hand_over_and_publish_each_event_once(
                 standby = await RelayProcess(env).start()
                 processes.append(standby)
                 await wait_until(
-                    lambda: standby.said("waiting for the relay lease"), what=standby.output
+                    partial(standby.said, "waiting for the relay lease"), what=standby.output
                 )
                 await asyncio.sleep(rng.uniform(0.05, 0.4))
                 assert await leader.end(signal.SIGKILL) == -signal.SIGKILL
                 await wait_until(
-                    lambda: standby.said("relay lease acquired"), within=5, what=standby.output
+                    partial(standby.said, "relay lease acquired"), within=5, what=standby.output
                 )
                 leader = standby
             stop.set()
