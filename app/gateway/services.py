@@ -17,6 +17,7 @@ import structlog
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
+from app.bus import Keys
 from app.command import CommandHandler
 from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
@@ -53,7 +54,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         # The handler appends through the tap, so the fan-out has each event this process
         # commits before its ack is answered (PROTOCOL.md 4, guarantee 2).
         store = CommitTap(pool)
-        fanout = Fanout(store, client, _stream_key(settings))
+        fanout = Fanout(store, client, Keys(settings.redis_prefix).doc_stream)
         store.listener = fanout.committed
         presence = PresenceHub(client, _presence_channel(settings))
         presence.start()
@@ -81,15 +82,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await pool.close()
 
 
-def _stream_key(settings: Settings) -> Callable[[str], str]:
-    """The Redis stream of a document, as the relay writes it (app.bus.keys)."""
-    prefix = getattr(settings, "redis_prefix", "atelier:")
-    return lambda doc_id: f"{prefix}doc:{{{doc_id}}}"
-
-
 def _presence_channel(settings: Settings) -> Callable[[str], str]:
-    """The Redis pub/sub channel of a document's presence."""
-    prefix = getattr(settings, "redis_prefix", "atelier:")
+    """The Redis pub/sub channel of a document's presence: ``{prefix}presence:{<doc>}``
+    (hash-tagged like the document's stream, app.bus.keys)."""
+    prefix = settings.redis_prefix
     return lambda doc_id: f"{prefix}presence:{{{doc_id}}}"
 
 

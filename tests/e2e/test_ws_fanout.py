@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 
+from app.bus import Keys
 from app.gateway.fanout import Channel, Fanout, wire
 from app.protocol import WireEvent
 from app.store.postgres import PostgresStore
@@ -24,8 +25,7 @@ from tests.e2e.ws_client import make_doc, open_ws, rename
 
 
 def stream_key(gateway: Gateway, doc_id: str) -> str:
-    prefix = getattr(gateway.settings, "redis_prefix", "atelier:")
-    return f"{prefix}doc:{{{doc_id}}}"
+    return Keys(gateway.settings.redis_prefix).doc_stream(doc_id)
 
 
 @pytest.fixture
