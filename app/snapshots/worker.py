@@ -46,7 +46,8 @@ async def follow_and_snapshot(settings: Settings) -> None:
                     log.warning("snapshot skipped", error=exc.message)
     finally:
         try:
-            await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT)
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await pool.close()
         except TimeoutError:
             pool.terminate()
 

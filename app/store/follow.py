@@ -160,8 +160,12 @@ class LogFollower:
                 if read_on:
                     continue  # more is waiting: read on without sleeping
             # Timing out is the fallback poll: read even without a notification.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as its inner await completes (CPython gh-86296), and a follower that
+            # ignores its cancel keeps a stopping process alive.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
 
     async def _read(self) -> tuple[list[StoredEvent], bool]:
         """The next contiguous events after the cursor, and whether to read on at once."""
