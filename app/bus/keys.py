@@ -4,6 +4,9 @@ The contract between the relay (writer) and the gateways (readers); docs/relay.m
 tells the whole story::
 
     {prefix}doc:{<doc_id>}      one stream per document; entry id "<position>-0"
+    {prefix}presence:{<doc_id>} pub/sub: a document's presence (app/gateway/presence.py)
+    {prefix}members:{<doc_id>}  pub/sub: a document's membership changes (a role set
+                                or a member removed; app/gateway/members.py)
     {prefix}relay:position      the last global position the relay published (decimal)
     {prefix}relay:epoch         the store epoch of that position (decimal)
     {prefix}relay:store         the store id of that position (uuid text)
@@ -51,6 +54,17 @@ class Keys:
         """The stream of one document: ``{prefix}doc:{<doc_id>}``."""
         _check_tag_free("a document id", doc_id)
         return f"{self.prefix}doc:{{{doc_id}}}"
+
+    def doc_presence(self, doc_id: str) -> str:
+        """The pub/sub channel of a document's presence: ``{prefix}presence:{<doc_id>}``."""
+        _check_tag_free("a document id", doc_id)
+        return f"{self.prefix}presence:{{{doc_id}}}"
+
+    def doc_members(self, doc_id: str) -> str:
+        """The pub/sub channel of a document's membership changes:
+        ``{prefix}members:{<doc_id>}``."""
+        _check_tag_free("a document id", doc_id)
+        return f"{self.prefix}members:{{{doc_id}}}"
 
     def doc_id_of(self, key: str | bytes) -> str:
         """The document id of a stream key made by ``doc_stream`` (inverse)."""

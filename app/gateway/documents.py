@@ -63,6 +63,7 @@ async def put_member(request: Request) -> Response:
     if await svc.store.get_role(doc_id, user) == "owner":
         raise Invalid("the owner's role cannot be changed")
     await svc.store.set_member(doc_id, user, body.role)
+    await svc.members.changed(doc_id, user, body.role)  # the next op of a live session
     return json_response({"user": user, "role": body.role})
 
 
@@ -75,6 +76,7 @@ async def delete_member(request: Request) -> Response:
         raise Invalid("the owner cannot be removed")
     if not await svc.store.remove_member(doc_id, user):
         raise NotFound(f"{user!r} is not a member of this document")
+    await svc.members.changed(doc_id, user, None)  # live sessions are closed 4403
     return Response(status_code=204)
 
 

@@ -2,12 +2,13 @@
 
 Each session's latest state waits in this process's outbox; every ``tick`` (30 ms) the
 outbox of each document goes out as ONE Redis ``PUBLISH`` on ``{prefix}presence:{<doc>}``
-(coalesced: a session that sent ten updates within a tick is published once, with the
-last). At the same tick the updates go to this process's other sessions on the document
-directly. Every other gateway process with sessions on that document is subscribed (one
-subscription per document per process, like the stream reader) and hands each update to
-its local sessions; a process skips what it published itself (the payload names its
-origin), so its own sessions never depend on its subscription being in place yet.
+(``Keys.doc_presence``, app/bus/keys.py; coalesced: a session that sent ten updates
+within a tick is published once, with the last). At the same tick the updates go to
+this process's other sessions on the document directly. Every other gateway process
+with sessions on that document is subscribed (one subscription per document per
+process, like the stream reader) and hands each update to its local sessions; a process
+skips what it published itself (the payload names its origin), so its own sessions
+never depend on its subscription being in place yet.
 
 Only sessions that sent a ``presence`` are ever announced (a crowd of silent viewers
 costs nothing), and such a session's leaving is announced with ``state: null``. A

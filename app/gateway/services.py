@@ -7,7 +7,7 @@ reach them through ``services(request)``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,6 +21,7 @@ from app.bus import Keys
 from app.command import CommandHandler
 from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
+from app.gateway.members import MembersHub
 from app.gateway.presence import PresenceHub
 from app.observability import metrics
 from app.store.pool import create_pool
@@ -40,6 +41,7 @@ class Services:
     redis: redis.Redis
     fanout: Fanout
     presence: PresenceHub
+    members: MembersHub
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -54,9 +56,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         # The handler appends through the tap, so the fan-out has each event this process
         # commits before its ack is answered (PROTOCOL.md 4, guarantee 2).
         store = CommitTap(pool)
-        fanout = Fanout(store, client, Keys(settings.redis_prefix).doc_stream)
+        keys = Keys(settings.redis_prefix)
+        fanout = Fanout(store, client, keys.doc_stream)
         store.listener = fanout.committed
-        presence = PresenceHub(client, _presence_channel(settings))
+        presence = PresenceHub(client, keys.doc_presence)
+        members = MembersHub(client, keys.doc_members)
         presence.start()
         metrics.ws_send_queue_frames.set_function(fanout.queued)
         metrics.ws_send_queue_max.set_function(fanout.deepest)
@@ -69,7 +73,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         await handler.start()
         try:
-            yield Services(settings, pool, store, handler, client, fanout, presence)
+            yield Services(settings, pool, store, handler, client, fanout, presence, members)
         finally:
             # Sockets that are still open (uvicorn closes them with 1012 before this
             # runs; see docs/websocket.md) are told the server is going away.
@@ -77,16 +81,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await handler.close()
             await fanout.close()
             await presence.close()
+            await members.close()
     finally:
         await client.aclose()
         await pool.close()
-
-
-def _presence_channel(settings: Settings) -> Callable[[str], str]:
-    """The Redis pub/sub channel of a document's presence: ``{prefix}presence:{<doc>}``
-    (hash-tagged like the document's stream, app.bus.keys)."""
-    prefix = settings.redis_prefix
-    return lambda doc_id: f"{prefix}presence:{{{doc_id}}}"
 
 
 def lifespan(settings: Settings) -> Any:

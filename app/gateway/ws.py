@@ -28,7 +28,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 import structlog
@@ -111,6 +111,7 @@ class Connection:
         self._closing = asyncio.Event()
         self._ops: asyncio.Queue[Submit] = asyncio.Queue()
         self._joined = False
+        self._member = False
         self.log = log.bind(doc=doc_id, session=self.session.id)
 
     @property
@@ -139,6 +140,8 @@ class Connection:
                 await self.ws.close(CloseCode.INTERNAL, "internal error")
         finally:
             self.perform(self.session.closed())
+            if self._member:
+                self.svc.members.leave(self.doc_id, self.session.id)
             if self._joined:
                 self.fanout.leave(self.doc_id, self._deliver)
                 self.svc.presence.leave(self.doc_id, self.session.id)
@@ -196,6 +199,16 @@ class Connection:
     def _relay(self, frame: str) -> None:
         """The presence hub's sink: a peer's presence frame."""
         self.perform(self.session.relay(frame))
+
+    def _role_changed(self, role: str | None) -> None:
+        """The members hub's sink: this user's role on the document changed."""
+        if role is None:
+            reason = "you were removed from this document"
+            self.perform(self.session.close(CloseCode.FORBIDDEN, reason))
+            return
+        self.role = cast(Role, role)  # the next op the submitter takes uses it
+        self.session.role = role
+        self.log.info("websocket role changed", role=role)
 
     def _deliver(self, events: Any, frame: str) -> None:
         """The fan-out's sink: a run of consecutive events, its frame encoded once."""
@@ -276,6 +289,10 @@ class Connection:
         if row is None:
             self.perform(self.session.close(CloseCode.NOT_FOUND, "no such document"))
             return
+        # Follow membership changes BEFORE reading the role: a change committed after
+        # this read reaches this session (app/gateway/members.py).
+        self._member = True
+        await self.svc.members.join(self.doc_id, self.session.id, identity.user, self._role_changed)
         role = await store.get_role(self.doc_id, identity.user)
         if role is None:
             self.perform(
@@ -296,7 +313,7 @@ class Connection:
                     doc=self.doc_id,
                     user=identity.user,
                     name=identity.name,
-                    role=role,
+                    role=self.role,
                     v=v,
                     events=events,
                 )
@@ -309,7 +326,7 @@ class Connection:
                     doc=self.doc_id,
                     user=identity.user,
                     name=identity.name,
-                    role=role,
+                    role=self.role,
                     v=model.v,
                     state=state,
                 )
