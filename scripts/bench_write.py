@@ -8,10 +8,12 @@ Runs, in one process and on a throwaway database of the configured server:
   hot-doc   one document, 10 concurrent writers
   many-docs 100 documents, 64 concurrent writers
 
-with the snapshotter (``python -m app snapshotter``) running beside it, as deployed.
+each twice: closed loop (every writer sends its next op when the last is acknowledged:
+the most the path does), and paced at 0.6x the ceiling just measured (latency counted
+from when each op was due),
 
-Each writer submits its next op as soon as the previous one is acknowledged (closed
-loop), so ack latency is the whole path: decide, group commit, COMMIT, answer.
+with the snapshotter (``python -m app snapshotter``) running beside it, as deployed.
+An ack's latency is the whole write path: parse, decide, group commit, COMMIT, answer.
 Prints a table, and with --write-docs updates the figures in docs/benchmarks.md.
 
     .venv/bin/python scripts/bench_write.py [--seconds 10] [--write-docs]
@@ -62,17 +64,34 @@ class Result:
 
 
 async def closed_loop(
-    name: str, tasks: int, seconds: float, step: Callable[[int, int], Awaitable[None]]
+    name: str,
+    tasks: int,
+    seconds: float,
+    step: Callable[[int, int], Awaitable[None]],
+    rate: float | None = None,
 ) -> Result:
+    """Each task runs ``step`` again as soon as the last one answered; or, with
+    ``rate``, on a fixed schedule (rate/tasks per task), its latency counted from the
+    time it was due, so that falling behind shows (no coordinated omission)."""
     latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
+    started_at = time.perf_counter()
+    deadline = started_at + seconds
     count = 0
+    period = tasks / rate if rate else 0.0
 
     async def worker(w: int) -> None:
         nonlocal count
         i = 0
+        due = started_at + period * w / tasks
         while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
+            if period:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                t0 = due
+                due += period
+            else:
+                t0 = time.perf_counter()
             await step(w, i)
             latencies.append(time.perf_counter() - t0)
             count += 1
@@ -129,6 +148,7 @@ async def handler_scenario(
     seconds: float,
     lanes: int,
     max_batch: int,
+    rate: float | None = None,
 ) -> Result:
     handler = CommandHandler(store, lanes=lanes, max_batch=max_batch)
     await handler.start()
@@ -187,7 +207,7 @@ async def handler_scenario(
     before = _commit_stats()
     cpu = time.process_time()
     try:
-        result = await closed_loop(name, writers, seconds, step)
+        result = await closed_loop(name, writers, seconds, step, rate)
     finally:
         await handler.close()
     cpu = time.process_time() - cpu
@@ -271,6 +291,21 @@ async def main() -> int:
             )
             rows.append((result, ceiling))
             print(report_line(result, ceiling))
+            # The same writers paced at the target's rate (0.6x the ceiling just
+            # measured): the latency the target speaks of, at that throughput.
+            rate = 0.6 * ceiling.rate
+            paced = await handler_scenario(
+                store,
+                f"{name.split(':')[0]} paced at {rate:,.0f} ops/s (0.6x)",
+                docs,
+                writers,
+                args.seconds,
+                args.lanes,
+                args.max_batch,
+                rate,
+            )
+            rows.append((paced, ceiling))
+            print(report_line(paced, ceiling))
         print(report_line(redis_result, None))
         await pool.close()
     finally:
