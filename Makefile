@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install format check test test-debug test-unit cov run services services-stop clean
+.PHONY: help install format check test test-debug test-unit cov run bench services services-stop clean
 
 help:
 	@echo "make run            start the services when needed, migrate, run the server (Ctrl-C stops)"
@@ -15,6 +15,7 @@ help:
 	@echo "make check          ruff format --check, ruff check, mypy --strict, import contracts"
 	@echo "make format         ruff format + ruff check --fix"
 	@echo "make cov            the whole suite under coverage (branches)"
+	@echo "make bench          the write-side benchmark beside the raw ceilings (ARGS=\"--write-docs\")"
 	@echo "make install        create .venv and install the project (skipped when up to date)"
 	@echo "make services       settle on PostgreSQL and Redis; prints export lines to eval"
 	@echo "make services-stop  stop the project-local PostgreSQL and Redis under .data/"
@@ -43,6 +44,9 @@ cov:
 
 run:
 	@scripts/run.sh
+
+bench:
+	@scripts/bench.sh $(ARGS)
 
 services:
 	@scripts/services.sh start
