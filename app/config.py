@@ -70,6 +70,32 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     ),
     "WS_OP_RATE": ("50", "ops a second one websocket may send (then `rate_limited`)"),
     "WS_OP_BURST": ("100", "ops one websocket may send in a burst above `WS_OP_RATE`"),
+    "WS_USER_OP_RATE": (
+        "100",
+        "ops a second one user may send over all its websockets on one gateway process "
+        "(then `rate_limited`)",
+    ),
+    "WS_USER_OP_BURST": (
+        "200",
+        "ops one user may send in a burst above `WS_USER_OP_RATE` (one gateway process)",
+    ),
+    "WS_USER_CONNECTIONS": (
+        "32",
+        "websockets one user may have open on one gateway process; the next `hello` is "
+        "refused with close 4429",
+    ),
+    "WS_PRESENCE_RATE": (
+        "30",
+        "`presence` messages a second one websocket may send, in a burst of twice that "
+        "(then `error rate_limited`)",
+    ),
+    "WS_ALLOWED_ORIGINS": (
+        "*",
+        "comma-separated browser origins allowed to open a websocket (e.g. "
+        "`https://app.example.com,http://localhost:5173`); `*` or empty: any; a request "
+        "with another `Origin` is closed 4403 before `hello` (one without `Origin` is "
+        "not a browser's and is allowed)",
+    ),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("auto", "`console`, `json`, or `auto` (console in dev, json otherwise)"),
 }
@@ -121,6 +147,11 @@ class Settings:
     ws_send_queue: int
     ws_op_rate: int
     ws_op_burst: int
+    ws_user_op_rate: int
+    ws_user_op_burst: int
+    ws_user_connections: int
+    ws_presence_rate: int
+    ws_allowed_origins: tuple[str, ...]
     log_level: str
     log_format: str
 
@@ -181,9 +212,34 @@ class Settings:
             ws_send_queue=_int(env, "WS_SEND_QUEUE", minimum=1),
             ws_op_rate=_int(env, "WS_OP_RATE", minimum=1),
             ws_op_burst=_int(env, "WS_OP_BURST", minimum=1),
+            ws_user_op_rate=_int(env, "WS_USER_OP_RATE", minimum=1),
+            ws_user_op_burst=_int(env, "WS_USER_OP_BURST", minimum=1),
+            ws_user_connections=_int(env, "WS_USER_CONNECTIONS", minimum=1),
+            ws_presence_rate=_int(env, "WS_PRESENCE_RATE", minimum=1),
+            ws_allowed_origins=_origins(_get(env, "WS_ALLOWED_ORIGINS") or ""),
             log_level=log_level,
             log_format=log_format,
         )
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """``WS_ALLOWED_ORIGINS``: each origin as a browser sends it (``scheme://host[:port]``,
+    lower case, no path); empty: any origin."""
+    if raw.strip() == "*":
+        return ()
+    origins = []
+    for item in raw.split(","):
+        origin = item.strip().lower().rstrip("/")
+        if not origin:
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in {"http", "https"} or not rest or "/" in rest:
+            raise ConfigError(
+                f"WS_ALLOWED_ORIGINS must list origins like https://app.example.com, "
+                f"got {item.strip()!r}"
+            )
+        origins.append(origin)
+    return tuple(origins)
 
 
 def _dev_secret(data_dir: Path) -> str:

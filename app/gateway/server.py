@@ -53,6 +53,9 @@ async def serve(settings: Settings, *, port: int | None = None) -> None:
         access_log=False,
         lifespan="on",
         ws_per_message_deflate=False,
+        # A frame over the limit is refused with 1009 as its header is read, without
+        # buffering it (uvicorn's own default would take 16 MiB first).
+        ws_max_size=settings.max_body_bytes,
         timeout_graceful_shutdown=10,
     )
     await GatewayServer(config, app).serve()

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
 from app.gateway.members import MembersHub
 from app.gateway.presence import PresenceHub
+from app.gateway.quotas import UserQuotas
 from app.observability import metrics
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
@@ -42,6 +43,7 @@ class Services:
     fanout: Fanout
     presence: PresenceHub
     members: MembersHub
+    quotas: UserQuotas
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -61,6 +63,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         store.listener = fanout.committed
         presence = PresenceHub(client, keys.doc_presence)
         members = MembersHub(client, keys.doc_members)
+        quotas = UserQuotas(
+            op_rate=settings.ws_user_op_rate,
+            op_burst=settings.ws_user_op_burst,
+            max_connections=settings.ws_user_connections,
+        )
         presence.start()
         metrics.ws_send_queue_frames.set_function(fanout.queued)
         metrics.ws_send_queue_max.set_function(fanout.deepest)
@@ -73,7 +80,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         await handler.start()
         try:
-            yield Services(settings, pool, store, handler, client, fanout, presence, members)
+            yield Services(
+                settings, pool, store, handler, client, fanout, presence, members, quotas
+            )
         finally:
             # Sockets that are still open (uvicorn closes them with 1012 before this
             # runs; see docs/websocket.md) are told the server is going away.

@@ -85,6 +85,8 @@ class WsConfig:
                 frame_burst=4 * settings.ws_op_burst,
                 max_inflight=settings.ws_op_burst,
                 presence=True,
+                presence_rate=settings.ws_presence_rate,
+                presence_burst=2 * settings.ws_presence_rate,
             ),
             hello_timeout=settings.ws_hello_timeout_ms / 1000,
             send_queue=settings.ws_send_queue,
@@ -112,6 +114,7 @@ class Connection:
         self._ops: asyncio.Queue[Submit] = asyncio.Queue()
         self._joined = False
         self._member = False
+        self._counted = ""  # the user counted in the quotas, once the token checked out
         self.log = log.bind(doc=doc_id, session=self.session.id)
 
     @property
@@ -140,6 +143,8 @@ class Connection:
                 await self.ws.close(CloseCode.INTERNAL, "internal error")
         finally:
             self.perform(self.session.closed())
+            if self._counted:
+                self.svc.quotas.disconnect(self._counted)
             if self._member:
                 self.svc.members.leave(self.doc_id, self.session.id)
             if self._joined:
@@ -160,7 +165,15 @@ class Connection:
             if isinstance(action, Send):
                 self._enqueue(action.frame)
             elif isinstance(action, Submit):
-                self._ops.put_nowait(action)  # bounded by the session's in-flight limit
+                if self.svc.quotas.take_op(self.session.user, self.loop.time()):
+                    self._ops.put_nowait(action)  # bounded by the session's in-flight limit
+                else:
+                    rate = self.svc.quotas.op_rate
+                    reason = (
+                        f"at most {rate:g} ops a second for one user over all its "
+                        "connections; retry with the same id"
+                    )
+                    self.perform(self.session.failed(action.id, ErrorCode.RATE_LIMITED, reason))
             elif isinstance(action, AwaitEvent):
                 self.fanout.expect(self.doc_id, action.v)
             elif isinstance(action, Close):
@@ -285,6 +298,13 @@ class Connection:
         except Unauthenticated as exc:
             self.perform(self.session.close(CloseCode.UNAUTHENTICATED, exc.message))
             return
+        quotas = self.svc.quotas
+        if not quotas.connect(identity.user, self.loop.time()):
+            limit = quotas.max_connections
+            reason = f"too many connections: at most {limit} per user; close one first"
+            self.perform(self.session.close(CloseCode.RATE_LIMITED, reason))
+            return
+        self._counted = identity.user
         row = await store.get_document(self.doc_id)
         if row is None:
             self.perform(self.session.close(CloseCode.NOT_FOUND, "no such document"))
@@ -368,9 +388,25 @@ class Connection:
             self.perform(self.session.deliver(events))
 
 
+def _origin_allowed(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
+    """``WS_ALLOWED_ORIGINS`` (empty: any). A request without ``Origin`` is not a
+    browser's (browsers always send it on a websocket handshake): allowed."""
+    origin = ws.headers.get("origin")
+    if not allowed or origin is None:
+        return True
+    return origin.strip().lower().rstrip("/") in allowed
+
+
 async def endpoint(ws: WebSocket) -> None:
     svc = services(ws)
     await ws.accept()
+    if not _origin_allowed(ws, svc.settings.ws_allowed_origins):
+        # Refused before hello, with a close code the page can see (a refused handshake
+        # would only be an opaque 403 to the browser's script).
+        log.info("websocket origin refused", origin=ws.headers.get("origin"))
+        metrics.ws_closes_total.labels(code=str(int(CloseCode.FORBIDDEN))).inc()
+        await ws.close(CloseCode.FORBIDDEN, "this origin may not open a websocket here")
+        return
     config = WsConfig.from_settings(svc.settings)
     connection = Connection(ws, svc, str(ws.path_params["doc_id"]), config)
     svc.fanout.attach(connection)

@@ -16,7 +16,7 @@ States and the inputs that move them (``_TRANSITIONS``)::
                                                                CLOSED ◀──closed┘
 
     close: a bad first message or the hello timer (4401), a refused hello (4401, 4403,
-    4404), an oversize frame (1009), abuse of the rate limit (4429), a full send queue
+    4404, 4429), an oversize frame (1009), abuse of a rate limit (4429), a full send queue
     (4408) or a fault (1011). ``drain`` (the server is going away) stops taking ops
     (``unavailable``: retry with the same id after reconnecting), lets the ones in
     flight be answered, and then closes 1001 (STYLE.md finding 1). ``closed`` (the
@@ -160,6 +160,8 @@ class SessionConfig:
     frame_burst: int = 400
     max_inflight: int = 100  # ops submitted and not yet answered
     presence: bool = True
+    presence_rate: float = 30.0  # presence messages a second, in a burst of presence_burst
+    presence_burst: int = 60
 
 
 # -- the machine ------------------------------------------------------------------
@@ -190,6 +192,7 @@ class Session:
         self.close_code: CloseCode | None = None
         self._ops = RateLimit(config.op_rate, config.op_burst, now)
         self._frames = RateLimit(config.frame_rate, config.frame_burst, now)
+        self._presence = RateLimit(config.presence_rate, config.presence_burst, now)
         self._parked: list[tuple[int, int, str]] = []  # (v, arrival, op id): a heap
         self._arrivals = 0
         self._announced = False
@@ -223,11 +226,21 @@ class Session:
         if isinstance(message, Ping):
             return [Send(messages.pong(message.t))]
         if isinstance(message, Presence):
-            if not self.config.presence:
-                return []
-            self._announced = True
-            return [PublishPresence(message.state)]
+            return self._presence_update(message, now)
         return [Send(messages.error(ErrorCode.INVALID, "hello was already received"))]
+
+    def _presence_update(self, message: Presence, now: float) -> list[Action]:
+        if not self.config.presence:
+            return []
+        verdict = self._presence.check(now)
+        if verdict is Verdict.ABUSIVE:
+            return self.close(CloseCode.RATE_LIMITED, "too many presence updates, for too long")
+        if verdict is Verdict.LIMITED:
+            rate = f"{self.config.presence_rate:g}"
+            reason = f"at most {rate} presence updates a second; slow down"
+            return [Send(messages.error(ErrorCode.RATE_LIMITED, reason))]
+        self._announced = True
+        return [PublishPresence(message.state)]
 
     def _first(self, frame: str | bytes) -> list[Action]:
         try:

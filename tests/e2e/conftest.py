@@ -55,6 +55,7 @@ async def start_gateway(settings: Settings) -> tuple[uvicorn.Server, asyncio.Tas
         access_log=False,
         lifespan="on",
         ws_per_message_deflate=False,
+        ws_max_size=settings.max_body_bytes,  # as app/gateway/server.py
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

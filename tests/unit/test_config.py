@@ -36,6 +36,15 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "WS_SEND_QUEUE": ("8", "ws_send_queue", 8),
     "WS_OP_RATE": ("5", "ws_op_rate", 5),
     "WS_OP_BURST": ("10", "ws_op_burst", 10),
+    "WS_USER_OP_RATE": ("7", "ws_user_op_rate", 7),
+    "WS_USER_OP_BURST": ("9", "ws_user_op_burst", 9),
+    "WS_USER_CONNECTIONS": ("3", "ws_user_connections", 3),
+    "WS_PRESENCE_RATE": ("4", "ws_presence_rate", 4),
+    "WS_ALLOWED_ORIGINS": (
+        " https://App.example.com/ ,http://localhost:5173",
+        "ws_allowed_origins",
+        ("https://app.example.com", "http://localhost:5173"),
+    ),
     "LOG_LEVEL": ("DEBUG", "log_level", "debug"),
     "LOG_FORMAT": ("console", "log_format", "console"),
 }
@@ -57,6 +66,10 @@ INTEGER_VARIABLES = [
     "WS_SEND_QUEUE",
     "WS_OP_RATE",
     "WS_OP_BURST",
+    "WS_USER_OP_RATE",
+    "WS_USER_OP_BURST",
+    "WS_USER_CONNECTIONS",
+    "WS_PRESENCE_RATE",
 ]
 
 
@@ -79,6 +92,9 @@ def test_defaults_are_the_documented_ones() -> None:
         if default is None:
             continue
         _value, field, _parsed = OTHER_VALUES[name]
+        if name == "WS_ALLOWED_ORIGINS":
+            assert settings.ws_allowed_origins == ()  # `*`: any origin
+            continue
         assert str(getattr(settings, field)) == default.lower() or name == "LOG_FORMAT", name
     assert settings.env == "prod"
     assert not settings.dev
@@ -90,6 +106,11 @@ def test_each_variable_is_read(name: str, tmp_path: Path) -> None:
     value, field, parsed = OTHER_VALUES[name]
     env = {"APP_SECRET": "k" * 32, "APP_DATA_DIR": str(tmp_path), name: value}
     assert getattr(Settings.from_env(env), field) == parsed
+
+
+def test_an_empty_origin_list_allows_any() -> None:
+    assert prod(WS_ALLOWED_ORIGINS="").ws_allowed_origins == ()
+    assert prod(WS_ALLOWED_ORIGINS=" , ").ws_allowed_origins == ()
 
 
 def test_empty_values_mean_the_default() -> None:
@@ -128,6 +149,13 @@ def test_integer_errors_name_the_variable(name: str) -> None:
         ("WS_SEND_QUEUE", "0"),
         ("WS_OP_RATE", "0"),
         ("WS_OP_BURST", "0"),
+        ("WS_USER_OP_RATE", "0"),
+        ("WS_USER_OP_BURST", "0"),
+        ("WS_USER_CONNECTIONS", "0"),
+        ("WS_PRESENCE_RATE", "0"),
+        ("WS_ALLOWED_ORIGINS", "app.example.com"),
+        ("WS_ALLOWED_ORIGINS", "https://app.example.com/editor"),
+        ("WS_ALLOWED_ORIGINS", "ftp://files.example.com"),
         ("LOG_LEVEL", "verbose"),
         ("LOG_FORMAT", "xml"),
     ],
