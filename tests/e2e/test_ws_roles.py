@@ -4,6 +4,7 @@ one gateway; the sessions may be on another (Redis pub/sub, app/gateway/members.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,7 +14,9 @@ from tests.e2e.conftest import Gateway
 from tests.e2e.ws_client import close_code, make_doc, open_ws, rename
 
 
-async def set_role(gateway: Gateway, doc: str, user: str, role: str | None) -> None:
+async def set_role(
+    gateway: Gateway, doc: str, user: str, role: str | None, *, across: bool = False
+) -> None:
     async with gateway.client("alice") as http:
         path = f"/api/documents/{doc}/members/{user}"
         if role is None:
@@ -22,6 +25,11 @@ async def set_role(gateway: Gateway, doc: str, user: str, role: str | None) -> N
         else:
             r = await http.put(path, json={"role": role})
             assert r.status_code == 200, r.text
+    if across:
+        # On the gateway that made the change, its sessions have it before the response;
+        # another process gets it one pub/sub hop later (milliseconds), which a client's
+        # next op could otherwise overtake.
+        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("across", [False, True], ids=["same-gateway", "other-gateway"])
@@ -56,7 +64,7 @@ async def test_a_demoted_editors_next_op_is_rejected_forbidden(
     await bob.hello(there.token("bob"))
     await bob.op("b1", rename("before"))
     assert (await bob.until("ack"))[-1]["id"] == "b1"
-    await set_role(here, doc, "bob", "viewer")
+    await set_role(here, doc, "bob", "viewer", across=across)
     await bob.op("b2", rename("after"))
     reject = (await bob.until("reject"))[-1]
     assert (reject["id"], reject["code"]) == ("b2", "forbidden")
@@ -71,7 +79,7 @@ async def test_a_promoted_viewers_next_op_is_acked(make_gateway: Any, across: bo
     await bob.hello(there.token("bob"))
     await bob.op("b1", rename("no"))
     assert (await bob.until("reject"))[-1]["code"] == "forbidden"
-    await set_role(here, doc, "bob", "editor")
+    await set_role(here, doc, "bob", "editor", across=across)
     await bob.op("b2", rename("yes"))
     ack = (await bob.until("ack"))[-1]
     assert ack["id"] == "b2"
