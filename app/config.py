@@ -40,7 +40,10 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     "APP_PORT": ("8000", "port the gateway binds"),
     "APP_DATA_DIR": (".data", "project-local folder for service data, logs and the dev secret"),
     "DB_POOL_SIZE": ("8", "asyncpg connections per process"),
-    "DB_COMMIT_LANES": ("2", "group-commit transactions that may be in flight at once per process"),
+    "DB_COMMIT_LANES": (
+        "1",
+        "group-commit transactions in flight at once per process (more contend on the log head)",
+    ),
     "GROUP_COMMIT_MAX": ("256", "most ops written in one group-commit transaction"),
     "SNAPSHOT_EVERY": (
         "200",

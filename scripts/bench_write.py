@@ -245,7 +245,7 @@ def machine() -> str:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--lanes", type=int, default=2, help="DB_COMMIT_LANES")
+    parser.add_argument("--lanes", type=int, default=1, help="DB_COMMIT_LANES")
     parser.add_argument("--max-batch", type=int, default=256, help="GROUP_COMMIT_MAX")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()

@@ -54,7 +54,7 @@ class CommandHandler:
         self,
         store: EventStore,
         *,
-        lanes: int = 2,
+        lanes: int = 1,
         max_batch: int = 256,
         cache_size: int = 2000,
         undo_depth: int = 100,
