@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import random
@@ -248,7 +249,15 @@ async def main() -> int:
     parser.add_argument("--lanes", type=int, default=1, help="DB_COMMIT_LANES")
     parser.add_argument("--max-batch", type=int, default=256, help="GROUP_COMMIT_MAX")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="disable Python's cyclic GC in this process (an experiment: shows the pauses "
+        "that full collections over the write models cost)",
+    )
     args = parser.parse_args()
+    if args.no_gc:
+        gc.disable()
     admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/atelier")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     base = admin.rsplit("/", 1)[0]
