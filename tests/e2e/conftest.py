@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,12 +31,12 @@ class Gateway:
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
 
 
-def gateway_settings(pg_dsn: str, **extra: str) -> Settings:
+def gateway_settings(pg_dsn: str, redis_url: str, **extra: str) -> Settings:
     env = {
         "APP_ENV": "dev",
         "APP_SECRET": SECRET,
         "DATABASE_URL": pg_dsn,
-        "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "REDIS_URL": redis_url,
         "APP_PORT": "0",
         "DB_POOL_SIZE": "4",
         "LOG_LEVEL": "warning",
@@ -68,12 +67,14 @@ async def start_gateway(settings: Settings) -> tuple[uvicorn.Server, asyncio.Tas
 
 
 @pytest.fixture
-async def make_gateway(pg_dsn: str, pg_pool: object) -> AsyncIterator[Callable[..., object]]:
+async def make_gateway(
+    pg_dsn: str, pg_pool: object, redis_url: str
+) -> AsyncIterator[Callable[..., object]]:
     """Start gateways (several if a test asks); the ``pg_pool`` fixture empties the store after."""
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def make(**extra: str) -> Gateway:
-        settings = gateway_settings(pg_dsn, **extra)
+        settings = gateway_settings(pg_dsn, redis_url, **extra)
         server, task, url = await start_gateway(settings)
         running.append((server, task))
         return Gateway(url, settings)

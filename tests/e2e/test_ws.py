@@ -357,9 +357,11 @@ async def test_a_slow_reader_is_closed_4408_and_the_others_go_on(make_gateway: A
     assert (await writer.until("pong"))[-1] == {"type": "pong", "t": 1}
 
 
-async def test_server_shutdown_closes_with_1001_or_1012(pg_dsn: str, pg_pool: object) -> None:
-    server, task, url = await start_gateway(gateway_settings(pg_dsn))
-    gateway = Gateway(url, gateway_settings(pg_dsn))
+async def test_server_shutdown_closes_with_1001_or_1012(
+    pg_dsn: str, pg_pool: object, redis_url: str
+) -> None:
+    server, task, url = await start_gateway(gateway_settings(pg_dsn, redis_url))
+    gateway = Gateway(url, gateway_settings(pg_dsn, redis_url))
     try:
         doc = await make_doc(gateway)
         client = await open_ws(gateway, doc)
@@ -372,9 +374,9 @@ async def test_server_shutdown_closes_with_1001_or_1012(pg_dsn: str, pg_pool: ob
 
 
 async def test_a_draining_server_answers_ops_in_flight_then_closes_1001(
-    pg_dsn: str, pg_pool: object
+    pg_dsn: str, pg_pool: object, redis_url: str
 ) -> None:
-    settings = gateway_settings(pg_dsn)
+    settings = gateway_settings(pg_dsn, redis_url)
     app = create_app(settings)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_config=None, lifespan="on", ws_per_message_deflate=False

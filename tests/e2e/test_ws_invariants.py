@@ -242,10 +242,10 @@ async def check(peers: list[Peer], gateway: Gateway, doc: str, store: PostgresSt
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
+async def prefix(redis_url: str) -> AsyncIterator[str]:
     value = f"wsinv{uuid.uuid4().hex[:8]}:"
     yield value
-    client = redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.from_url(redis_url)
     async for key in client.scan_iter(match=f"{value}*"):
         await client.delete(key)
     await client.aclose()
@@ -274,11 +274,11 @@ def split(one: Gateway, two: Gateway, doc: str) -> Callable[[int], list[str]]:
 
 
 async def test_every_viewer_sees_every_version_once_in_order_and_folds_to_the_state(
-    make_gateway: Any, pg_dsn: str, store: PostgresStore, prefix: str
+    make_gateway: Any, pg_dsn: str, store: PostgresStore, prefix: str, redis_url: str
 ) -> None:
     one = await make_gateway(REDIS_PREFIX=prefix)
     two = await make_gateway(REDIS_PREFIX=prefix)
-    rds = create_redis("redis://127.0.0.1:6379/0")
+    rds = create_redis(redis_url)
     try:
         async with RunningRelay(Relay(fast_config(pg_dsn, prefix), rds)) as relay:
             doc = await document(one)
@@ -293,11 +293,11 @@ async def test_every_viewer_sees_every_version_once_in_order_and_folds_to_the_st
 
 
 async def test_the_relay_killed_mid_load_and_restarted_loses_and_doubles_nothing(
-    make_gateway: Any, pg_dsn: str, store: PostgresStore, prefix: str
+    make_gateway: Any, pg_dsn: str, store: PostgresStore, prefix: str, redis_url: str
 ) -> None:
     one = await make_gateway(REDIS_PREFIX=prefix)
     two = await make_gateway(REDIS_PREFIX=prefix)
-    rds = create_redis("redis://127.0.0.1:6379/0")
+    rds = create_redis(redis_url)
     relays = [RunningRelay(Relay(fast_config(pg_dsn, prefix), rds)).start()]
 
     async def kill_and_restart() -> None:
@@ -363,7 +363,9 @@ def _free_port() -> int:
         return port
 
 
-async def start_process_gateway(pg_dsn: str, prefix: str, log: Path) -> tuple[Any, Gateway]:
+async def start_process_gateway(
+    pg_dsn: str, prefix: str, log: Path, redis_url: str
+) -> tuple[Any, Gateway]:
     """``python -m app serve`` in a process of its own (so that it can be SIGKILLed)."""
     port = _free_port()
     env = {
@@ -371,7 +373,7 @@ async def start_process_gateway(pg_dsn: str, prefix: str, log: Path) -> tuple[An
         "APP_ENV": "dev",
         "APP_SECRET": SECRET,
         "DATABASE_URL": pg_dsn,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": redis_url,
         "REDIS_PREFIX": prefix,
         "APP_PORT": str(port),
         "DB_POOL_SIZE": "4",
@@ -395,11 +397,16 @@ async def start_process_gateway(pg_dsn: str, prefix: str, log: Path) -> tuple[An
 
 
 async def test_a_gateway_killed_mid_load_loses_nothing_acked(
-    make_gateway: Any, pg_dsn: str, store: PostgresStore, prefix: str, tmp_path: Path
+    make_gateway: Any,
+    pg_dsn: str,
+    store: PostgresStore,
+    prefix: str,
+    tmp_path: Path,
+    redis_url: str,
 ) -> None:
     survivor = await make_gateway(REDIS_PREFIX=prefix)
-    proc, victim = await start_process_gateway(pg_dsn, prefix, tmp_path / "victim.log")
-    rds = create_redis("redis://127.0.0.1:6379/0")
+    proc, victim = await start_process_gateway(pg_dsn, prefix, tmp_path / "victim.log", redis_url)
+    rds = create_redis(redis_url)
     killed = asyncio.Event()
 
     async def kill() -> None:

@@ -17,10 +17,10 @@ from tests.support.relay import RunningRelay, fast_config
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
+async def prefix(redis_url: str) -> AsyncIterator[str]:
     value = f"wsrelay{uuid.uuid4().hex[:8]}:"
     yield value
-    client = redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.from_url(redis_url)
     async for key in client.scan_iter(match=f"{value}*"):
         await client.delete(key)
     await client.aclose()
@@ -37,11 +37,11 @@ async def read_events(client: Client, count: int) -> list[dict[str, Any]]:
 
 
 async def test_events_reach_other_gateways_through_the_relay(
-    make_gateway: Any, pg_dsn: str, prefix: str
+    make_gateway: Any, pg_dsn: str, prefix: str, redis_url: str
 ) -> None:
     one = await make_gateway(REDIS_PREFIX=prefix)
     two = await make_gateway(REDIS_PREFIX=prefix)
-    rds = create_redis("redis://127.0.0.1:6379/0")
+    rds = create_redis(redis_url)
     running = RunningRelay(Relay(fast_config(pg_dsn, prefix), rds)).start()
     try:
         doc = await make_doc(one, bob="editor")
