@@ -6,6 +6,9 @@ ws         GET /ws/documents/{doc_id}: the shell around app.protocol.Session
 fanout     one channel per document: commit tap, Redis stream reader, healer
 presence   presence coalesced per document, across processes by Redis pub/sub
 members    membership changes to live sessions (4403, the next op's role), by pub/sub
+pubsub     one Redis pub/sub subscription kept alive (presence and members share it)
 quotas     per-user limits in this process: connections, an op bucket
 server     uvicorn run from our code, websocket sessions drained first
+documents, assets, system, openapi   the HTTP endpoints; access, auth, bodies,
+           responses, middleware   what they share
 """

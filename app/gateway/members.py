@@ -26,6 +26,8 @@ from typing import Any, Final
 import orjson
 import structlog
 
+from app.gateway.pubsub import listen
+
 __all__ = ["MembersHub", "OnChange"]
 
 log = structlog.get_logger(__name__)
@@ -33,8 +35,6 @@ log = structlog.get_logger(__name__)
 # (the user's new role, or None: removed) to one local session
 OnChange = Callable[[str | None], None]
 
-_BACKOFF_MIN: Final = 0.1
-_BACKOFF_MAX: Final = 5.0
 _STOP_WAIT: Final = 0.5
 
 
@@ -55,27 +55,14 @@ class _Doc:
         await asyncio.wait([self._task], timeout=_STOP_WAIT)
 
     async def _listen(self) -> None:
-        backoff = _BACKOFF_MIN
-        while not self._stopped:
-            pubsub: Any = self.hub.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.hub.channel(self.doc_id))
-                self.ready.set()
-                backoff = _BACKOFF_MIN
-                while not self._stopped:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        self.received_remote(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._stopped:
-                    return
-                log.warning("members subscription failed", doc=self.doc_id, error=repr(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-            finally:
-                await asyncio.shield(pubsub.aclose())
+        await listen(
+            self.hub.redis,
+            self.hub.channel(self.doc_id),
+            self.received_remote,
+            stopped=lambda: self._stopped,
+            what="members",
+            on_subscribed=self.ready.set,
+        )
 
     def received_remote(self, data: bytes | str) -> None:
         try:

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import structlog
 
+from app.gateway.pubsub import listen
 from app.protocol import messages
 
 __all__ = ["Deliver", "PresenceHub"]
@@ -39,8 +40,6 @@ log = structlog.get_logger(__name__)
 Deliver = Callable[[str], None]
 
 _LEFT: Final = ',"state":null}'
-_BACKOFF_MIN: Final = 0.1
-_BACKOFF_MAX: Final = 5.0
 _STOP_WAIT: Final = 0.5
 
 
@@ -61,26 +60,13 @@ class _Doc:
         await asyncio.wait([self._task], timeout=_STOP_WAIT)
 
     async def _listen(self) -> None:
-        backoff = _BACKOFF_MIN
-        while not self._stopped:
-            pubsub: Any = self.hub.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.hub.channel(self.doc_id))
-                backoff = _BACKOFF_MIN
-                while not self._stopped:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        self.received_remote(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._stopped:
-                    return
-                log.warning("presence subscription failed", doc=self.doc_id, error=repr(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-            finally:
-                await asyncio.shield(pubsub.aclose())
+        await listen(
+            self.hub.redis,
+            self.hub.channel(self.doc_id),
+            self.received_remote,
+            stopped=lambda: self._stopped,
+            what="presence",
+        )
 
     def received_remote(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data

@@ -1,0 +1,56 @@
+"""One Redis pub/sub subscription kept alive for as long as its owner wants it.
+
+Shared by presence and membership changes: both hold one subscription per document
+per process, resubscribe with a backoff after Redis fails, and hand each message to
+their owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+
+__all__ = ["listen"]
+
+log = structlog.get_logger(__name__)
+
+_BACKOFF_MIN: Final = 0.1
+_BACKOFF_MAX: Final = 5.0
+
+
+async def listen(
+    redis: Any,
+    channel: str,
+    on_message: Callable[[bytes | str], None],
+    *,
+    stopped: Callable[[], bool],
+    what: str,
+    on_subscribed: Callable[[], None] | None = None,
+) -> None:
+    """Subscribe to ``channel`` and pass every message to ``on_message`` until
+    ``stopped()``; after a failure, subscribe again with a growing backoff."""
+    backoff = _BACKOFF_MIN
+    while not stopped():
+        pubsub: Any = redis.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            if on_subscribed is not None:
+                on_subscribed()
+            backoff = _BACKOFF_MIN
+            while not stopped():
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    on_message(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if stopped():
+                return
+            log.warning("subscription failed", what=what, channel=channel, error=repr(exc))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+        finally:
+            await asyncio.shield(pubsub.aclose())
