@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import orjson
 import structlog
 
-from app.gateway.pubsub import listen
+from app.gateway.pubsub import Subscription
 
 __all__ = ["MembersHub", "OnChange"]
 
@@ -34,8 +34,6 @@ log = structlog.get_logger(__name__)
 
 # (the user's new role, or None: removed) to one local session
 OnChange = Callable[[str | None], None]
-
-_STOP_WAIT: Final = 0.5
 
 
 class _Doc:
@@ -46,23 +44,16 @@ class _Doc:
         self.doc_id = doc_id
         self.local: dict[str, tuple[str, OnChange]] = {}  # session id -> (user, callback)
         self.ready = asyncio.Event()
-        self._stopped = False
-        self._task = asyncio.create_task(self._listen(), name=f"members:{doc_id}")
-
-    async def stop(self) -> None:
-        self._stopped = True
-        self._task.cancel()
-        await asyncio.wait([self._task], timeout=_STOP_WAIT)
-
-    async def _listen(self) -> None:
-        await listen(
-            self.hub.redis,
-            self.hub.channel(self.doc_id),
+        self._subscription = Subscription(
+            hub.redis,
+            hub.channel(doc_id),
             self.received_remote,
-            stopped=lambda: self._stopped,
             what="members",
             on_subscribed=self.ready.set,
         )
+
+    async def stop(self) -> None:
+        await self._subscription.stop()
 
     def received_remote(self, data: bytes | str) -> None:
         try:

@@ -29,18 +29,19 @@ from typing import Any, Final
 
 import structlog
 
-from app.gateway.pubsub import listen
+from app.gateway.pubsub import Subscription
 from app.protocol import messages
 
 __all__ = ["Deliver", "PresenceHub"]
 
 log = structlog.get_logger(__name__)
 
+_STOP_WAIT: Final = 0.5
+
 # (frame) to one local session
 Deliver = Callable[[str], None]
 
 _LEFT: Final = ',"state":null}'
-_STOP_WAIT: Final = 0.5
 
 
 class _Doc:
@@ -51,22 +52,15 @@ class _Doc:
         self.doc_id = doc_id
         self.local: dict[str, Deliver] = {}
         self.peers: dict[str, str] = {}  # session id -> its latest presence frame
-        self._stopped = False
-        self._task = asyncio.create_task(self._listen(), name=f"presence:{doc_id}")
-
-    async def stop(self) -> None:
-        self._stopped = True
-        self._task.cancel()
-        await asyncio.wait([self._task], timeout=_STOP_WAIT)
-
-    async def _listen(self) -> None:
-        await listen(
-            self.hub.redis,
-            self.hub.channel(self.doc_id),
+        self._subscription = Subscription(
+            hub.redis,
+            hub.channel(doc_id),
             self.received_remote,
-            stopped=lambda: self._stopped,
             what="presence",
         )
+
+    async def stop(self) -> None:
+        await self._subscription.stop()
 
     def received_remote(self, data: bytes | str) -> None:
         text = data.decode() if isinstance(data, bytes) else data

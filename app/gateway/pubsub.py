@@ -13,12 +13,44 @@ from typing import Any, Final
 
 import structlog
 
-__all__ = ["listen"]
+__all__ = ["Subscription", "listen"]
 
 log = structlog.get_logger(__name__)
 
 _BACKOFF_MIN: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
+_STOP_WAIT: Final = 0.5
+
+
+class Subscription:
+    """``listen`` in a task of its own, from construction until ``stop()``."""
+
+    def __init__(
+        self,
+        redis: Any,
+        channel: str,
+        on_message: Callable[[bytes | str], None],
+        *,
+        what: str,
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
+        self._stopped = False
+        self._task = asyncio.create_task(
+            listen(
+                redis,
+                channel,
+                on_message,
+                stopped=lambda: self._stopped,
+                what=what,
+                on_subscribed=on_subscribed,
+            ),
+            name=f"{what}:{channel}",
+        )
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._task.cancel()
+        await asyncio.wait([self._task], timeout=_STOP_WAIT)
 
 
 async def listen(
