@@ -60,6 +60,9 @@ _STORE_TABLES = (
     "assets",
 )
 
+# The read side's views (migration 0004_read); reset_store empties every generation.
+_READ_VIEWS = ("doc_state", "catalog", "activity", "history")
+
 
 def _admin_dsn() -> str:
     explicit = os.environ.get("ATELIER_TEST_DATABASE_URL")
@@ -85,6 +88,20 @@ async def drop_database(admin_dsn: str, database: str) -> None:
         await conn.close()
 
 
+async def _reset_read_side(conn: asyncpg.Connection) -> None:
+    """Empty every view table of every generation and rewind each checkpoint to 0."""
+    tables = await conn.fetch(
+        "SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables"
+        " WHERE schemaname = 'read' AND tablename ~ '_g[0-9]+$'"
+    )
+    names = [row["name"] for row in tables] + ["read.dead_letters"]
+    await conn.execute(f"TRUNCATE {', '.join(names)}")
+    await conn.execute(
+        "UPDATE read.checkpoints SET position = 0, epoch = 1, fencing = 0, owner = NULL,"
+        " status = 'running', heartbeat_at = NULL"
+    )
+
+
 async def reset_store(dsn: str) -> None:
     """Empty every store table and rewind the log to position 0, epoch 1."""
     conn = await asyncpg.connect(dsn)
@@ -94,6 +111,7 @@ async def reset_store(dsn: str) -> None:
             await conn.execute(f"TRUNCATE {', '.join(_STORE_TABLES)}")
             await conn.execute("UPDATE log_head SET last_position = 0")
             await conn.execute("UPDATE store_meta SET epoch = 1")
+            await _reset_read_side(conn)
     finally:
         await conn.close()
 
@@ -125,6 +143,10 @@ async def store_is_empty(dsn: str) -> bool:
                 "SELECT (SELECT last_position = 0 FROM log_head)"
                 " AND (SELECT epoch = 1 FROM store_meta)"
                 + "".join(f" AND NOT EXISTS (SELECT FROM {table})" for table in _STORE_TABLES)
+                + " AND NOT EXISTS (SELECT FROM read.checkpoints WHERE position > 0"
+                " OR fencing > 0 OR status <> 'running')"
+                + "".join(f" AND NOT EXISTS (SELECT FROM read.{view})" for view in _READ_VIEWS)
+                + " AND NOT EXISTS (SELECT FROM read.dead_letters)"
             )
         )
     finally:
