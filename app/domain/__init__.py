@@ -7,7 +7,8 @@ What other layers use, and nothing else:
   (``Forbidden``, ``NotFound``, ``Conflict``, ``Invalid``) and compute the event op
   and its undo effect; ``decide_restore`` for restores; ``create_op`` for creation;
 - ``evolve`` / ``replay``: fold events into a ``WriteModel``;
-- ``apply``: a client's-eye apply of one event op; ``diff``; JSON codecs;
+- ``apply``: a client's-eye apply of one event op, ``apply_event`` the same with the
+  version check and bump (the read side's fold); ``diff``; JSON codecs;
 - ``can_read`` / ``can_write`` / ``can_manage``; ``valid_id`` / ``valid_user``.
 
 docs/domain.md describes the model, the effect and undo design, and the limits.
@@ -16,7 +17,7 @@ docs/domain.md describes the model, the effect and undo design, and the limits.
 from __future__ import annotations
 
 from app.domain.access import Role, can_manage, can_read, can_write
-from app.domain.apply import apply
+from app.domain.apply import apply, apply_event
 from app.domain.codec import state_from_json, state_to_json
 from app.domain.decide import decide
 from app.domain.decision import Decision
@@ -67,6 +68,7 @@ __all__ = [
     "Undo",
     "WriteModel",
     "apply",
+    "apply_event",
     "can_manage",
     "can_read",
     "can_write",

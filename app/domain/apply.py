@@ -14,7 +14,7 @@ from typing import Any
 from app.domain import _edit
 from app.domain.model import Document, Element, Layer, find_element, layer_positions
 
-__all__ = ["apply", "apply_op"]
+__all__ = ["apply", "apply_event", "apply_op"]
 
 _Apply = Callable[[Document, Mapping[str, Any]], Document]
 
@@ -22,6 +22,17 @@ _Apply = Callable[[Document, Mapping[str, Any]], Document]
 def apply(doc: Document, op: Mapping[str, Any]) -> Document:
     """Apply one event op (as stored and sent to clients) to ``doc``."""
     return apply_op(doc, op)
+
+
+def apply_event(doc: Document, v: int, op: Mapping[str, Any]) -> Document:
+    """Apply event ``v`` of the stream to ``doc`` (at ``v - 1``) and move it to ``v``:
+    the fold that the read side's views and time travel use. Raises ``ValueError``
+    when the event cannot follow ``doc`` (a broken stream, not bad input)."""
+    if v != doc.v + 1:
+        raise ValueError(f"event v{v} cannot follow v{doc.v}")
+    if (op.get("kind") == "doc.create") != (v == 1):
+        raise ValueError(f"event v{v} is {op.get('kind')!r}: v1 and only v1 is 'doc.create'")
+    return _edit.with_version(apply_op(doc, op), v)
 
 
 def apply_op(doc: Document, op: Mapping[str, Any]) -> Document:
