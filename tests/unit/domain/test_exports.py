@@ -21,6 +21,7 @@ EXPECTED = {
     "decide_restore",
     "evolve",
     "apply",
+    "apply_event",
     "replay",
     "state_to_json",
     "state_from_json",
