@@ -92,6 +92,17 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "`presence` messages a second one websocket may send, in a burst of twice that "
         "(then `error rate_limited`)",
     ),
+    "WS_PRESENCE_HEARTBEAT_MS": (
+        "5000",
+        "milliseconds between the liveness lines a gateway process publishes for its "
+        "sessions that sent a `presence` (one `PUBLISH` per document)",
+    ),
+    "WS_PRESENCE_TTL_MS": (
+        "15000",
+        "milliseconds a gateway keeps the presence of a peer on another gateway process "
+        "that nothing refreshed (no update, no liveness line: that process died); then it "
+        "announces `state: null`; at least twice `WS_PRESENCE_HEARTBEAT_MS`",
+    ),
     "WS_ALLOWED_ORIGINS": (
         "*",
         "comma-separated browser origins allowed to open a websocket (e.g. "
@@ -125,6 +136,9 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     return value
 
 
+_MAX_PORT: Final = 65535
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     env: str
@@ -154,6 +168,8 @@ class Settings:
     ws_user_op_burst: int
     ws_user_connections: int
     ws_presence_rate: int
+    ws_presence_heartbeat_ms: int
+    ws_presence_ttl_ms: int
     ws_allowed_origins: tuple[str, ...]
     log_level: str
     log_format: str
@@ -189,8 +205,16 @@ class Settings:
         if log_format == "auto":
             log_format = "console" if app_env == "dev" else "json"
         port = _int(env, "APP_PORT")
-        if port > 65535:
-            raise ConfigError(f"APP_PORT must be at most 65535, got {port}")
+        if port > _MAX_PORT:
+            raise ConfigError(f"APP_PORT must be at most {_MAX_PORT}, got {port}")
+        heartbeat_ms = _int(env, "WS_PRESENCE_HEARTBEAT_MS", minimum=10)
+        presence_ttl_ms = _int(env, "WS_PRESENCE_TTL_MS", minimum=1)
+        if presence_ttl_ms < 2 * heartbeat_ms:
+            # Shorter, and a live peer whose liveness line is a little late would flap.
+            raise ConfigError(
+                f"WS_PRESENCE_TTL_MS must be at least twice WS_PRESENCE_HEARTBEAT_MS "
+                f"({2 * heartbeat_ms}), got {presence_ttl_ms}"
+            )
         return cls(
             env=app_env,
             secret=secret,
@@ -219,6 +243,8 @@ class Settings:
             ws_user_op_burst=_int(env, "WS_USER_OP_BURST", minimum=1),
             ws_user_connections=_int(env, "WS_USER_CONNECTIONS", minimum=1),
             ws_presence_rate=_int(env, "WS_PRESENCE_RATE", minimum=1),
+            ws_presence_heartbeat_ms=heartbeat_ms,
+            ws_presence_ttl_ms=presence_ttl_ms,
             ws_allowed_origins=_origins(_get(env, "WS_ALLOWED_ORIGINS") or ""),
             log_level=log_level,
             log_format=log_format,

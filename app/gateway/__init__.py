@@ -5,6 +5,7 @@ services   what the process owns for its lifetime (the lifespan)
 ws         GET /ws/documents/{doc_id}: the shell around app.protocol.Session
 fanout     one channel per document: commit tap, Redis stream reader, healer
 presence   presence coalesced per document, across processes by Redis pub/sub
+liveness   when presence heard from another process expires (that process died)
 members    membership changes to live sessions (4403, the next op's role), by pub/sub
 pubsub     one Redis pub/sub subscription kept alive (presence and members share it)
 quotas     per-user limits in this process: connections, an op bucket

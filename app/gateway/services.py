@@ -61,7 +61,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         keys = Keys(settings.redis_prefix)
         fanout = Fanout(store, client, keys.doc_stream)
         store.listener = fanout.committed
-        presence = PresenceHub(client, keys.doc_presence)
+        presence = PresenceHub(
+            client,
+            keys.doc_presence,
+            heartbeat=settings.ws_presence_heartbeat_ms / 1000,
+            ttl=settings.ws_presence_ttl_ms / 1000,
+        )
         members = MembersHub(client, keys.doc_members)
         quotas = UserQuotas(
             op_rate=settings.ws_user_op_rate,

@@ -42,6 +42,9 @@ names below are what the code uses:
     ws_gap_fills_total             event runs the fan-out read from PostgreSQL (a gap)
     ws_send_queue_frames           frames waiting in every websocket send queue (sampled)
     ws_send_queue_max              the longest websocket send queue (sampled)
+    ws_presence_expired_total      presence of peers on other gateway processes dropped
+                                   for want of a liveness line (their process died or
+                                   was cut off from Redis for longer than the TTL)
 """
 
 from __future__ import annotations
@@ -250,6 +253,12 @@ ws_send_queue_frames: Final = Gauge(
 ws_send_queue_max: Final = Gauge(
     "atelier_ws_send_queue_max",
     "The longest websocket send queue of this process (sampled at scrape).",
+    registry=REGISTRY,
+)
+
+ws_presence_expired_total: Final = Counter(
+    "atelier_ws_presence_expired",
+    "Presence of peers on other gateway processes dropped for want of a liveness line.",
     registry=REGISTRY,
 )
 

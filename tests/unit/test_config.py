@@ -40,6 +40,8 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "WS_USER_OP_BURST": ("9", "ws_user_op_burst", 9),
     "WS_USER_CONNECTIONS": ("3", "ws_user_connections", 3),
     "WS_PRESENCE_RATE": ("4", "ws_presence_rate", 4),
+    "WS_PRESENCE_HEARTBEAT_MS": ("1000", "ws_presence_heartbeat_ms", 1000),
+    "WS_PRESENCE_TTL_MS": ("12000", "ws_presence_ttl_ms", 12000),
     "WS_ALLOWED_ORIGINS": (
         " https://App.example.com/ ,http://localhost:5173",
         "ws_allowed_origins",
@@ -70,6 +72,8 @@ INTEGER_VARIABLES = [
     "WS_USER_OP_BURST",
     "WS_USER_CONNECTIONS",
     "WS_PRESENCE_RATE",
+    "WS_PRESENCE_HEARTBEAT_MS",
+    "WS_PRESENCE_TTL_MS",
 ]
 
 
@@ -153,6 +157,9 @@ def test_integer_errors_name_the_variable(name: str) -> None:
         ("WS_USER_OP_BURST", "0"),
         ("WS_USER_CONNECTIONS", "0"),
         ("WS_PRESENCE_RATE", "0"),
+        ("WS_PRESENCE_HEARTBEAT_MS", "5"),
+        ("WS_PRESENCE_HEARTBEAT_MS", "8000"),  # the default TTL is then under twice it
+        ("WS_PRESENCE_TTL_MS", "9999"),  # under twice the default heartbeat
         ("WS_ALLOWED_ORIGINS", "app.example.com"),
         ("WS_ALLOWED_ORIGINS", "https://app.example.com/editor"),
         ("WS_ALLOWED_ORIGINS", "ftp://files.example.com"),
@@ -163,6 +170,11 @@ def test_integer_errors_name_the_variable(name: str) -> None:
 def test_out_of_range_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         prod(**{name: value})
+
+
+def test_presence_ttl_and_heartbeat_are_set_together() -> None:
+    settings = prod(WS_PRESENCE_HEARTBEAT_MS="100", WS_PRESENCE_TTL_MS="200")
+    assert (settings.ws_presence_heartbeat_ms, settings.ws_presence_ttl_ms) == (100, 200)
 
 
 def test_secret_is_required_outside_dev(tmp_path: Path) -> None:
