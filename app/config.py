@@ -110,6 +110,25 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "with another `Origin` is closed 4403 before `hello` (one without `Origin` is "
         "not a browser's and is allowed)",
     ),
+    "METRICS_HOST": (
+        "127.0.0.1",
+        "address the `/metrics` listeners of the relay, snapshotter and worker bind (the "
+        "gateway serves `/metrics` on `APP_PORT`)",
+    ),
+    "RELAY_METRICS_PORT": (
+        "9101",
+        "port of the relay's `/metrics` and `/healthz` (`0`: any free port, logged; `off`: none)",
+    ),
+    "SNAPSHOTTER_METRICS_PORT": (
+        "9102",
+        "port of the snapshotter's `/metrics` and `/healthz` (`0`: any free port, logged; "
+        "`off`: none)",
+    ),
+    "WORKER_METRICS_PORT": (
+        "9103",
+        "port of the read worker's `/metrics` and `/healthz` (`0`: any free port, logged; "
+        "`off`: none)",
+    ),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("auto", "`console`, `json`, or `auto` (console in dev, json otherwise)"),
 }
@@ -137,6 +156,20 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
 
 
 _MAX_PORT: Final = 65535
+
+
+def _port_or_off(env: Mapping[str, str], name: str) -> int | None:
+    """A listening port: 1-65535, ``0`` (any free port) or ``off`` (None: no listener)."""
+    raw = (_get(env, name) or "").strip()
+    if raw.lower() == "off":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port (0-{_MAX_PORT}) or off, got {raw!r}") from None
+    if not 0 <= value <= _MAX_PORT:
+        raise ConfigError(f"{name} must be a port (0-{_MAX_PORT}) or off, got {value}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +204,10 @@ class Settings:
     ws_presence_heartbeat_ms: int
     ws_presence_ttl_ms: int
     ws_allowed_origins: tuple[str, ...]
+    metrics_host: str
+    relay_metrics_port: int | None
+    snapshotter_metrics_port: int | None
+    worker_metrics_port: int | None
     log_level: str
     log_format: str
 
@@ -246,6 +283,10 @@ class Settings:
             ws_presence_heartbeat_ms=heartbeat_ms,
             ws_presence_ttl_ms=presence_ttl_ms,
             ws_allowed_origins=_origins(_get(env, "WS_ALLOWED_ORIGINS") or ""),
+            metrics_host=_get(env, "METRICS_HOST") or "127.0.0.1",
+            relay_metrics_port=_port_or_off(env, "RELAY_METRICS_PORT"),
+            snapshotter_metrics_port=_port_or_off(env, "SNAPSHOTTER_METRICS_PORT"),
+            worker_metrics_port=_port_or_off(env, "WORKER_METRICS_PORT"),
             log_level=log_level,
             log_format=log_format,
         )

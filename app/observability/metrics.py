@@ -1,7 +1,9 @@
 """Prometheus metrics, on the project's own registry (never the global default one).
 
-The gateway serves ``render()`` at ``/metrics``. Each process has its own registry, so
-each process is its own scrape target. Names carry the ``atelier_`` prefix; the Python
+The gateway serves ``render()`` at ``/metrics``; the relay, the snapshotter and the read
+worker serve the same registry on a port of their own (``app/observability/exporter.py``,
+``*_METRICS_PORT``). Each process has its own registry, so each process is its own
+scrape target. Names carry the ``atelier_`` prefix; the Python
 names below are what the code uses:
 
     ops_total{outcome,code}        every op submitted: ack | duplicate | reject, with the
@@ -15,6 +17,7 @@ names below are what the code uses:
     write_models_cached            write models kept warm in this process
     write_model_loads_total        write models loaded from the store (cache misses)
     snapshots_written_total        snapshots written
+    snapshotter_position           the last global position the snapshotter has read
     http_requests_total{method,route,status}
                                    HTTP requests answered, by route template (never the
                                    raw path: label values must stay few)
@@ -80,6 +83,7 @@ __all__ = [
     "relay_republishes_total",
     "render",
     "snapshots_written_total",
+    "snapshotter_position",
     "version_conflicts_total",
     "write_model_loads_total",
     "write_models_cached",
@@ -158,6 +162,11 @@ write_model_loads_total: Final = Counter(
 snapshots_written_total: Final = Counter(
     "atelier_snapshots_written",
     "Document snapshots written.",
+    registry=REGISTRY,
+)
+snapshotter_position: Final = Gauge(
+    "atelier_snapshotter_position",
+    "The last global log position the snapshotter has read (compare atelier_relay_position).",
     registry=REGISTRY,
 )
 http_requests_total: Final = Counter(

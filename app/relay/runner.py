@@ -3,6 +3,8 @@
 The process owns one Redis client and the relay's two PostgreSQL connections (lease
 and log follower); a signal cancels the relay, which closes them, and the lease goes
 with the lease connection, so a waiting relay takes over within its poll interval.
+Its metrics are served on ``METRICS_HOST:RELAY_METRICS_PORT`` (``/metrics``) for as
+long as it runs, a standby's too (``atelier_relay_lease_held`` 0).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import structlog
 
 from app.bus import Keys, create_redis
 from app.config import Settings
+from app.observability.exporter import exporting
 from app.relay.relay import Relay, RelayConfig
 
 __all__ = ["config_from", "relay_forever", "run"]
@@ -68,4 +71,5 @@ def run(settings: Settings) -> int:
         log.info("relay stopped")
         return 0
 
-    return asyncio.run(main())
+    with exporting(settings.metrics_host, settings.relay_metrics_port, process="relay"):
+        return asyncio.run(main())

@@ -1,4 +1,8 @@
-"""``python -m app snapshotter``: follow the log and write snapshots until stopped."""
+"""``python -m app snapshotter``: follow the log and write snapshots until stopped.
+
+Its metrics (``atelier_snapshots_written_total``, ``atelier_snapshotter_position``...)
+are served on ``METRICS_HOST:SNAPSHOTTER_METRICS_PORT`` (``/metrics``) while it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import structlog
 
 from app.config import Settings
 from app.errors import Unavailable
+from app.observability import metrics
+from app.observability.exporter import exporting
 from app.snapshots.snapshotter import Snapshotter
 from app.store.follow import LogFollower
 from app.store.pool import create_pool
@@ -39,11 +45,13 @@ async def follow_and_snapshot(settings: Settings) -> None:
             log.info(
                 "snapshotter following", position=follower.position, every=settings.snapshot_every
             )
+            metrics.snapshotter_position.set(follower.position)
             async for batch in follower:
                 try:
                     await snapshotter.on_events(batch)
                 except Unavailable as exc:
                     log.warning("snapshot skipped", error=exc.message)
+                metrics.snapshotter_position.set(follower.position)
     finally:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
@@ -66,5 +74,6 @@ def run(settings: Settings) -> int:
             await task
         log.info("snapshotter stopped")
 
-    asyncio.run(main())
+    with exporting(settings.metrics_host, settings.snapshotter_metrics_port, process="snapshotter"):
+        asyncio.run(main())
     return 0

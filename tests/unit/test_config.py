@@ -42,6 +42,10 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "WS_PRESENCE_RATE": ("4", "ws_presence_rate", 4),
     "WS_PRESENCE_HEARTBEAT_MS": ("1000", "ws_presence_heartbeat_ms", 1000),
     "WS_PRESENCE_TTL_MS": ("12000", "ws_presence_ttl_ms", 12000),
+    "METRICS_HOST": ("0.0.0.0", "metrics_host", "0.0.0.0"),
+    "RELAY_METRICS_PORT": ("0", "relay_metrics_port", 0),
+    "SNAPSHOTTER_METRICS_PORT": ("off", "snapshotter_metrics_port", None),
+    "WORKER_METRICS_PORT": ("19103", "worker_metrics_port", 19103),
     "WS_ALLOWED_ORIGINS": (
         " https://App.example.com/ ,http://localhost:5173",
         "ws_allowed_origins",
@@ -74,6 +78,9 @@ INTEGER_VARIABLES = [
     "WS_PRESENCE_RATE",
     "WS_PRESENCE_HEARTBEAT_MS",
     "WS_PRESENCE_TTL_MS",
+    "RELAY_METRICS_PORT",
+    "SNAPSHOTTER_METRICS_PORT",
+    "WORKER_METRICS_PORT",
 ]
 
 
@@ -160,6 +167,9 @@ def test_integer_errors_name_the_variable(name: str) -> None:
         ("WS_PRESENCE_HEARTBEAT_MS", "5"),
         ("WS_PRESENCE_HEARTBEAT_MS", "8000"),  # the default TTL is then under twice it
         ("WS_PRESENCE_TTL_MS", "9999"),  # under twice the default heartbeat
+        ("RELAY_METRICS_PORT", "-1"),
+        ("SNAPSHOTTER_METRICS_PORT", "65536"),
+        ("WORKER_METRICS_PORT", "no"),
         ("WS_ALLOWED_ORIGINS", "app.example.com"),
         ("WS_ALLOWED_ORIGINS", "https://app.example.com/editor"),
         ("WS_ALLOWED_ORIGINS", "ftp://files.example.com"),
@@ -170,6 +180,13 @@ def test_integer_errors_name_the_variable(name: str) -> None:
 def test_out_of_range_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         prod(**{name: value})
+
+
+def test_metrics_ports_default_to_fixed_ones_and_may_be_off() -> None:
+    settings = prod()
+    ports = (settings.relay_metrics_port, settings.snapshotter_metrics_port)
+    assert (*ports, settings.worker_metrics_port) == (9101, 9102, 9103)
+    assert prod(RELAY_METRICS_PORT=" OFF ").relay_metrics_port is None
 
 
 def test_presence_ttl_and_heartbeat_are_set_together() -> None:
