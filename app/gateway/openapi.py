@@ -41,6 +41,16 @@ def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }
 
 
+def _query(name: str, description: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "integer", **schema},
+    }
+
+
 _DOC = {"name": "doc_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -75,6 +85,16 @@ SPEC: dict[str, Any] = {
                 },
                 ["id", "title", "v", "owner", "role"],
             ),
+            "Event": _obj(
+                {
+                    "v": {"type": "integer"},
+                    "op": {"type": "object"},
+                    "actor": {"type": "string"},
+                    "id": {"type": ["string", "null"]},
+                    "ts": {"type": "integer"},
+                },
+                ["v", "op", "actor", "id", "ts"],
+            ),
         },
     },
     "paths": {
@@ -94,6 +114,163 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "201": _json({"$ref": "#/components/schemas/Summary"}, "created"),
                     **_errors(400, 401, 409, 413, 503),
+                },
+            },
+            "get": {
+                "summary": "The documents the caller may read, most recently edited first",
+                "security": _SECURED,
+                "parameters": [
+                    _query("limit", "page size, 1..100 (default 50)", minimum=1, maximum=100),
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "opaque: the previous page's next",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {
+                                "documents": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Summary"},
+                                },
+                                "next": {"type": ["string", "null"]},
+                            },
+                            ["documents", "next"],
+                        ),
+                        "a page of summaries; next is null on the last page",
+                    ),
+                    **_errors(400, 401, 503),
+                },
+            },
+        },
+        "/api/documents/{doc_id}": {
+            "get": {
+                "summary": "The document's state (from the read side: eventually consistent)",
+                "security": _SECURED,
+                "parameters": [
+                    _DOC,
+                    _query("at", "the state as it was at this version (1..v)", minimum=1),
+                    _query(
+                        "min_v",
+                        "wait (at most 5 s, then 504) until the read side has this version",
+                        minimum=0,
+                    ),
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {
+                                "id": {"type": "string"},
+                                "v": {"type": "integer"},
+                                "state": {"type": "object"},
+                            },
+                            ["id", "v", "state"],
+                        ),
+                        "the state (PROTOCOL.md section 2)",
+                    ),
+                    **_errors(400, 401, 403, 404, 503, 504),
+                },
+            }
+        },
+        "/api/documents/{doc_id}/events": {
+            "get": {
+                "summary": "The document's events after a version, in version order",
+                "security": _SECURED,
+                "parameters": [
+                    _DOC,
+                    _query("after", "events with a version above this (default 0)", minimum=0),
+                    _query("limit", "page size, 1..1000 (default 100)", minimum=1, maximum=1000),
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {
+                                "events": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Event"},
+                                },
+                                "next": {"type": ["integer", "null"]},
+                            },
+                            ["events", "next"],
+                        ),
+                        "events; next is the after of the next page, null at the end",
+                    ),
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            }
+        },
+        "/api/documents/{doc_id}/diff": {
+            "get": {
+                "summary": "What changed between two versions",
+                "security": _SECURED,
+                "parameters": [
+                    _DOC,
+                    _query("from", "a version (1..v)", required=True, minimum=1),
+                    _query("to", "a version (1..v)", required=True, minimum=1),
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {
+                                "from": {"type": "integer"},
+                                "to": {"type": "integer"},
+                                "added": {"type": "array", "items": {"type": "string"}},
+                                "removed": {"type": "array", "items": {"type": "string"}},
+                                "changed": {"type": "object"},
+                                "layers": _obj(
+                                    {
+                                        "added": {"type": "array", "items": {"type": "string"}},
+                                        "removed": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "changed": {"type": "object"},
+                                    },
+                                    ["added", "removed", "changed"],
+                                ),
+                            },
+                            ["from", "to", "added", "removed", "changed", "layers"],
+                        ),
+                        "the diff (PROTOCOL.md section 5)",
+                    ),
+                    **_errors(400, 401, 403, 404, 503),
+                },
+            }
+        },
+        "/api/documents/{doc_id}/activity": {
+            "get": {
+                "summary": "Recent edits, newest first (from the read side)",
+                "security": _SECURED,
+                "parameters": [
+                    _DOC,
+                    _query("limit", "how many, 1..100 (default 50)", minimum=1, maximum=100),
+                ],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {
+                                "items": {
+                                    "type": "array",
+                                    "items": _obj(
+                                        {
+                                            "v": {"type": "integer"},
+                                            "actor": {"type": "string"},
+                                            "kind": {"type": "string"},
+                                            "ts": {"type": "integer"},
+                                        },
+                                        ["v", "actor", "kind", "ts"],
+                                    ),
+                                }
+                            },
+                            ["items"],
+                        ),
+                        "activity",
+                    ),
+                    **_errors(400, 401, 403, 404, 503),
                 },
             }
         },
@@ -136,6 +313,34 @@ SPEC: dict[str, Any] = {
             },
         },
         "/api/documents/{doc_id}/versions": {
+            "get": {
+                "summary": "The named versions, oldest version first",
+                "security": _SECURED,
+                "parameters": [_DOC],
+                "responses": {
+                    "200": _json(
+                        _obj(
+                            {
+                                "versions": {
+                                    "type": "array",
+                                    "items": _obj(
+                                        {
+                                            "name": {"type": "string"},
+                                            "v": {"type": "integer"},
+                                            "ts": {"type": "integer"},
+                                            "actor": {"type": "string"},
+                                        },
+                                        ["name", "v", "ts", "actor"],
+                                    ),
+                                }
+                            },
+                            ["versions"],
+                        ),
+                        "named versions",
+                    ),
+                    **_errors(401, 403, 404, 503),
+                },
+            },
             "post": {
                 "summary": "Name the current version",
                 "security": _SECURED,
@@ -147,7 +352,7 @@ SPEC: dict[str, Any] = {
                     "201": _json({"type": "object"}, "named"),
                     **_errors(400, 401, 403, 404, 409),
                 },
-            }
+            },
         },
         "/api/documents/{doc_id}/restore": {
             "post": {

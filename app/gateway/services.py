@@ -1,5 +1,5 @@
 """What a gateway process owns for its lifetime: pool, store, command handler, Redis,
-and the websocket fan-out.
+the websocket fan-out, and the read side's queries (views, time travel, the min_v watch).
 
 Created by the lifespan and closed in reverse order (STYLE.md habit 12); handlers
 reach them through ``services(request)``.
@@ -27,6 +27,9 @@ from app.gateway.quotas import UserQuotas
 from app.observability import metrics
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
+from app.views.reader import ReadViews
+from app.views.timetravel import TimeTravel
+from app.views.watch import ReadWatch
 
 __all__ = ["Services", "lifespan", "services"]
 
@@ -44,6 +47,9 @@ class Services:
     presence: PresenceHub
     members: MembersHub
     quotas: UserQuotas
+    views: ReadViews
+    history: TimeTravel  # ?at= and diff
+    watch: ReadWatch  # ?min_v=
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -84,11 +90,26 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             undo_depth=settings.undo_depth,
         )
         await handler.start()
+        views = ReadViews(pool)
+        watch = ReadWatch(settings.database_url, views.version)
+        watch.start()
         try:
             yield Services(
-                settings, pool, store, handler, client, fanout, presence, members, quotas
+                settings,
+                pool,
+                store,
+                handler,
+                client,
+                fanout,
+                presence,
+                members,
+                quotas,
+                views,
+                TimeTravel(views, store),
+                watch,
             )
         finally:
+            await watch.close()
             # Sockets that are still open (uvicorn closes them with 1012 before this
             # runs; see docs/websocket.md) are told the server is going away.
             fanout.shutdown("the server is going away; reconnect with since")
