@@ -6,6 +6,7 @@
     python -m app migrate     create the database if missing, apply migrations
     python -m app token       print a signed token for a user
     python -m app settings    print every setting as a markdown table
+    python -m app rebuild     rebuild views from the events, blue-green (VIEW... or --all)
 
 Each runner is imported inside its branch, so a command only pays for what it uses and
 a broken layer does not take the others down with it. A bad setting is a one-line
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from app import __version__
 from app.config import VARIABLES, Settings
 from app.errors import AppError, ConfigError
+from app.views.schema import VIEWS
 
 __all__ = ["main", "settings_table"]
 
@@ -56,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds of validity (3600)")
     sub.add_parser("settings", help="print every setting as a markdown table")
+    rebuild = sub.add_parser("rebuild", help="rebuild views from the events, blue-green")
+    rebuild.add_argument("views", nargs="*", metavar="VIEW", help=f"one of {', '.join(VIEWS)}")
+    rebuild.add_argument("--all", action="store_true", help="every view, with one fold")
+    rebuild.add_argument("--keep-old", action="store_true", help="keep the old generation's table")
     return parser
 
 
@@ -89,6 +95,15 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         from app.snapshots import worker
 
         return worker.run(settings)
+    if command == "rebuild":
+        from app.ops import rebuild
+
+        if args.all and args.views:
+            print(f"{_PROG}: rebuild takes VIEW... or --all, not both", file=sys.stderr)
+            return 2
+        return rebuild.run(
+            settings, views=list(VIEWS) if args.all else args.views, keep_old=args.keep_old
+        )
     raise AssertionError(f"no runner for {command!r}")  # argparse only admits the above
 
 

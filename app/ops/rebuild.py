@@ -1,0 +1,113 @@
+"""``python -m app rebuild VIEW... | --all``: blue-green rebuild of views from the events.
+
+The work is ``app.views.rebuild``'s; this runner owns what an operator sees: progress
+bars with their rates on stderr (tqdm), and on stdout what changed and how fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Final, TextIO
+
+import asyncpg
+from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
+
+from app.config import Settings
+from app.errors import AppError
+from app.ops.migrate import redact
+from app.store.pool import create_pool
+from app.views.rebuild import Bar, Bars, RebuildError, Summary, rebuild
+from app.views.schema import VIEWS, View
+
+__all__ = ["run"]
+
+# A rebuild reads for as long as the fold takes; its statements are long by nature.
+_SETTINGS: Final = {"application_name": "atelier-rebuild", "statement_timeout": "0"}
+
+
+def _bars(err: TextIO) -> Bars:
+    position = 0
+
+    def make(desc: str, total: int | None, unit: str) -> Bar:
+        nonlocal position
+        bar: Bar = tqdm(
+            desc=desc,
+            total=total,
+            unit=unit,
+            unit_scale=True,
+            file=err,
+            position=position,
+            leave=True,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+        position += 1
+        return bar
+
+    return make
+
+
+async def _rebuild(
+    dsn: str, names: list[View], keep_old: bool, err: TextIO, lock_timeout: float
+) -> Summary:
+    pool = await create_pool(dsn, len(names) + 2, min_size=1, server_settings=_SETTINGS)
+    try:
+        return await rebuild(
+            pool,
+            names,
+            keep_old=keep_old,
+            bars=_bars(err),
+            lock_timeout=lock_timeout,
+        )
+    finally:
+        await pool.close()
+
+
+def run(
+    settings: Settings,
+    *,
+    views: Sequence[str],
+    keep_old: bool = False,
+    lock_timeout: float = 30.0,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Rebuild ``views`` (names of ``VIEWS``) with one fold; 0 when every one switched."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    unknown = [name for name in views if name not in VIEWS]
+    if unknown or not views:
+        print(
+            f"atelier: rebuild what? views are {', '.join(VIEWS)} (or --all); got {unknown}",
+            file=err,
+        )
+        return 2
+    names: list[View] = [name for name in VIEWS if name in views]
+    try:
+        summary = asyncio.run(_rebuild(settings.database_url, names, keep_old, err, lock_timeout))
+    except RebuildError as exc:
+        print(f"atelier: rebuild failed, nothing serving changed: {exc}", file=err)
+        return 1
+    except (OSError, TimeoutError, AppError, asyncpg.PostgresError) as exc:
+        print(
+            f"atelier: rebuild failed at {redact(settings.database_url)} (DATABASE_URL): {exc}",
+            file=err,
+        )
+        return 1
+    for r in summary.views:
+        old = f"g{r.old} dropped" if r.dropped else f"g{r.old} kept"
+        print(
+            f"rebuilt {r.view}: g{r.new} serves ({r.rows:,} rows), {old};"
+            f" tail {r.tail:,} events, {r.locked_tail:,} of them under the lock",
+            file=out,
+        )
+    rate = summary.events / summary.fold_seconds if summary.fold_seconds > 0 else 0.0
+    print(
+        f"folded {summary.events:,} events of {summary.documents:,} documents in"
+        f" {summary.fold_seconds:.1f} s ({rate:,.0f} events/s); views locked"
+        f" {summary.switch_seconds * 1000:.0f} ms; {summary.seconds:.1f} s in all",
+        file=out,
+    )
+    return 0
