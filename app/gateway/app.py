@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app.config import Settings
 from app.errors import AppError
-from app.gateway import assets, documents, openapi, queries, system, ws
+from app.gateway import assets, documents, openapi, queries, system, web, ws
 from app.gateway.middleware import AccessLog
 from app.gateway.responses import error_response
 from app.gateway.services import lifespan
@@ -52,6 +52,7 @@ async def _internal(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
+            *web.routes,
             *system.routes,
             *documents.routes,
             *queries.routes,

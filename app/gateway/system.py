@@ -1,4 +1,5 @@
-"""Health, readiness, metrics and the dev-only token route."""
+"""Health, readiness, metrics and the dev-only token route (the page at ``/`` is
+app/gateway/web.py's)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import asyncio
 import time
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from app import __version__
 from app.errors import Invalid, NotFound
 from app.gateway.responses import json_response
 from app.gateway.services import services
@@ -21,24 +21,6 @@ __all__ = ["routes"]
 
 _CHECK_TIMEOUT = 2.0
 _DEV_TOKEN_TTL = 12 * 3600
-
-
-_INDEX = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Atelier</title>
-<style>body{{font:16px system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem}}
-code{{background:#f3f3f3;padding:0 .25rem}}</style></head>
-<body><h1>Atelier {__version__}</h1>
-<p>The collaboration server is running. Its HTTP API is described at
-<a href="/openapi.json"><code>/openapi.json</code></a>;
-health at <a href="/healthz"><code>/healthz</code></a> and
-<a href="/readyz"><code>/readyz</code></a>;
-metrics at <a href="/metrics"><code>/metrics</code></a>.</p>
-</body></html>
-"""
-
-
-async def index(request: Request) -> Response:
-    return HTMLResponse(_INDEX)
 
 
 async def healthz(request: Request) -> Response:
@@ -84,7 +66,6 @@ async def dev_token(request: Request) -> Response:
 
 
 routes = [
-    Route("/", index, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
