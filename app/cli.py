@@ -7,6 +7,7 @@
     python -m app token       print a signed token for a user
     python -m app settings    print every setting as a markdown table
     python -m app rebuild     rebuild views from the events, blue-green (VIEW... or --all)
+    python -m app verify      replay every stream; check I2, I5, I6; non-zero on a difference
 
 Each runner is imported inside its branch, so a command only pays for what it uses and
 a broken layer does not take the others down with it. A bad setting is a one-line
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("views", nargs="*", metavar="VIEW", help=f"one of {', '.join(VIEWS)}")
     rebuild.add_argument("--all", action="store_true", help="every view, with one fold")
     rebuild.add_argument("--keep-old", action="store_true", help="keep the old generation's table")
+    verify = sub.add_parser("verify", help="replay every stream and check I2, I5 and I6")
+    verify.add_argument("--doc", help="check this document only")
+    verify.add_argument(
+        "--max-diffs", type=int, default=10, help="differences listed per check (10)"
+    )
     return parser
 
 
@@ -104,6 +110,10 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         return rebuild.run(
             settings, views=list(VIEWS) if args.all else args.views, keep_old=args.keep_old
         )
+    if command == "verify":
+        from app.ops import verify
+
+        return verify.run(settings, doc=args.doc, max_diffs=args.max_diffs)
     raise AssertionError(f"no runner for {command!r}")  # argparse only admits the above
 
 
