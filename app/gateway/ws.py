@@ -339,19 +339,29 @@ class Connection:
                 )
             )
         else:
-            model = await self._model_at_least(head)
-            state = orjson.dumps(state_to_json(model.doc))
+            v, state = await self._state_at_least(head)
             self.perform(
                 self.session.admitted(
                     doc=self.doc_id,
                     user=identity.user,
                     name=identity.name,
                     role=self.role,
-                    v=model.v,
+                    v=v,
                     state=state,
                 )
             )
         await self._join()
+
+    async def _state_at_least(self, head: int) -> tuple[int, bytes]:
+        """A committed state at ``head`` or later, as bytes. The read side's when its
+        view has reached ``head``: stored bytes, no fold, no encode, and no wait on the
+        write model (its load or its lock), so a join never waits on the write side.
+        Otherwise the write model's, caught up from the store."""
+        row = await self.svc.views.state_at_least(self.doc_id, head)
+        if row is not None:
+            return row.v, row.state
+        model = await self._model_at_least(head)
+        return model.v, orjson.dumps(state_to_json(model.doc))
 
     async def _model_at_least(self, head: int) -> WriteModel:
         """A committed model at ``head`` or later: this process's, caught up if another

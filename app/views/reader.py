@@ -118,6 +118,14 @@ class ReadViews:
             )
         return None if row is None else StateRow(row["v"], row["state"])
 
+    async def state_at_least(self, doc_id: str, v: int) -> StateRow | None:
+        """The view's state when it has reached ``v``, else None (no bytes read then)."""
+        with translate_errors("doc_state"):
+            row = await self._pool.fetchrow(
+                "SELECT v, state FROM read.doc_state WHERE doc_id = $1 AND v >= $2", doc_id, v
+            )
+        return None if row is None else StateRow(row["v"], row["state"])
+
     async def version(self, doc_id: str) -> int | None:
         """The version the view has reached for the document (no state bytes read)."""
         with translate_errors("doc_state_v"):
