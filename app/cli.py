@@ -2,6 +2,7 @@
 
     python -m app serve       the gateway (HTTP API and websockets) on APP_HOST:APP_PORT
     python -m app relay       publish committed events to the Redis streams (one at a time)
+    python -m app worker      keep the read side's views up to the log (run one or more)
     python -m app dev         the development processes under a supervisor (make run)
     python -m app migrate     create the database if missing, apply migrations
     python -m app token       print a signed token for a user
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the gateway (HTTP API and websockets)")
     sub.add_parser("relay", help="publish committed events to Redis streams (one at a time)")
+    worker = sub.add_parser("worker", help="keep the read views up to the log (run one or more)")
+    worker.add_argument("--id", dest="worker_id", help="worker name (default: host-pid)")
     sub.add_parser("dev", help="run the development processes under a supervisor")
     sub.add_parser("migrate", help="create the database if missing and apply migrations")
     sub.add_parser("snapshotter", help="follow the log and write document snapshots")
@@ -89,6 +92,10 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         from app.relay import runner
 
         return runner.run(settings)
+    if command == "worker":
+        from app.workers import runner as worker_runner
+
+        return worker_runner.run(settings, args.worker_id)
     if command == "dev":
         from app.ops import dev
 

@@ -62,6 +62,20 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "10000",
         "events the relay publishes again when Redis lost its progress or the epoch changed",
     ),
+    "WORKER_BATCH": (
+        "2000",
+        "most events a read worker folds and writes in one transaction (under load it "
+        "reads that many at once; idle, each commit is a batch)",
+    ),
+    "WORKER_CACHE_DOCS": (
+        "2000",
+        "documents a read worker keeps decoded between batches (LRU; 0: decode each batch)",
+    ),
+    "WORKER_LEASE_INTERVAL_MS": (
+        "1000",
+        "milliseconds between a read worker's lease rounds: check its shards, balance them "
+        "over the live workers, take over a dead worker's, sample the lag",
+    ),
     "WRITE_MODEL_CACHE": ("2000", "documents whose write model is kept warm per process (LRU)"),
     "UNDO_DEPTH": ("100", "undoable ops remembered per user and document"),
     "MAX_BODY_BYTES": ("1048576", "largest accepted JSON body or websocket frame"),
@@ -189,6 +203,9 @@ class Settings:
     relay_stream_maxlen: int
     relay_stream_ttl: int
     relay_republish_window: int
+    worker_batch: int
+    worker_cache_docs: int
+    worker_lease_interval_ms: int
     write_model_cache: int
     undo_depth: int
     max_body_bytes: int
@@ -268,6 +285,9 @@ class Settings:
             relay_stream_maxlen=_int(env, "RELAY_STREAM_MAXLEN", minimum=1),
             relay_stream_ttl=_int(env, "RELAY_STREAM_TTL"),
             relay_republish_window=_int(env, "RELAY_REPUBLISH_WINDOW"),
+            worker_batch=_int(env, "WORKER_BATCH", minimum=1),
+            worker_cache_docs=_int(env, "WORKER_CACHE_DOCS"),
+            worker_lease_interval_ms=_int(env, "WORKER_LEASE_INTERVAL_MS", minimum=50),
             write_model_cache=_int(env, "WRITE_MODEL_CACHE", minimum=1),
             undo_depth=_int(env, "UNDO_DEPTH", minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", minimum=1024),

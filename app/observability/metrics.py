@@ -45,6 +45,16 @@ names below are what the code uses:
     ws_gap_fills_total             event runs the fan-out read from PostgreSQL (a gap)
     ws_send_queue_frames           frames waiting in every websocket send queue (sampled)
     ws_send_queue_max              the longest websocket send queue (sampled)
+    worker_events_applied_total    events a read worker folded into the views (committed)
+    worker_batch_events            events per read-worker batch (one transaction)
+    worker_batch_seconds           duration of one read-worker batch (fold and write)
+    worker_lag_events{view,shard}  log head minus the checkpoint, per owned shard
+    worker_lag_seconds{view,shard} age of the shard's first unapplied event (0: caught up)
+    worker_shards_owned            shards this read worker holds the lease of
+    worker_lease_takeovers_total   shard leases taken (each bumps the shard's fencing)
+    worker_cas_failures_total      batches refused by the checkpoint compare-and-set
+    worker_dead_letters_total{view,shard}
+                                   events a projection could not apply (shard paused)
     ws_presence_expired_total      presence of peers on other gateway processes dropped
                                    for want of a liveness line (their process died or
                                    was cut off from Redis for longer than the TTL)
@@ -85,6 +95,15 @@ __all__ = [
     "snapshots_written_total",
     "snapshotter_position",
     "version_conflicts_total",
+    "worker_batch_events",
+    "worker_batch_seconds",
+    "worker_cas_failures_total",
+    "worker_dead_letters_total",
+    "worker_events_applied_total",
+    "worker_lag_events",
+    "worker_lag_seconds",
+    "worker_lease_takeovers_total",
+    "worker_shards_owned",
     "write_model_loads_total",
     "write_models_cached",
     "ws_channels",
@@ -268,6 +287,60 @@ ws_send_queue_max: Final = Gauge(
 ws_presence_expired_total: Final = Counter(
     "atelier_ws_presence_expired",
     "Presence of peers on other gateway processes dropped for want of a liveness line.",
+    registry=REGISTRY,
+)
+
+# Read workers (app/workers): a batch is everything the log follower read at once, up
+# to WORKER_BATCH events, so the sizes go well past the group commit's.
+_WORKER_BATCH: Final = (1, 4, 16, 64, 256, 1024, 2048, 4096, 8192)
+worker_events_applied_total: Final = Counter(
+    "atelier_worker_events_applied",
+    "Events a read worker folded into the views, counted at commit.",
+    registry=REGISTRY,
+)
+worker_batch_events: Final = Histogram(
+    "atelier_worker_batch_events",
+    "Events of the owned shards per read-worker batch (one transaction).",
+    buckets=_WORKER_BATCH,
+    registry=REGISTRY,
+)
+worker_batch_seconds: Final = Histogram(
+    "atelier_worker_batch_seconds",
+    "Duration of one read-worker batch: fold and write, commit included.",
+    buckets=_SECONDS,
+    registry=REGISTRY,
+)
+worker_lag_events: Final = Gauge(
+    "atelier_worker_lag_events",
+    "Log head minus the view's checkpoint, per shard this worker owns.",
+    ["view", "shard"],
+    registry=REGISTRY,
+)
+worker_lag_seconds: Final = Gauge(
+    "atelier_worker_lag_seconds",
+    "Age of the shard's first event not yet in the view (0 when caught up).",
+    ["view", "shard"],
+    registry=REGISTRY,
+)
+worker_shards_owned: Final = Gauge(
+    "atelier_worker_shards_owned",
+    "Shards whose lease this read worker holds.",
+    registry=REGISTRY,
+)
+worker_lease_takeovers_total: Final = Counter(
+    "atelier_worker_lease_takeovers",
+    "Shard leases this read worker took (each bumps the shard's fencing).",
+    registry=REGISTRY,
+)
+worker_cas_failures_total: Final = Counter(
+    "atelier_worker_cas_failures",
+    "Read-worker batches refused by the checkpoint compare-and-set (a lost lease).",
+    registry=REGISTRY,
+)
+worker_dead_letters_total: Final = Counter(
+    "atelier_worker_dead_letters",
+    "Events a projection could not apply; each pauses its shard.",
+    ["view", "shard"],
     registry=REGISTRY,
 )
 

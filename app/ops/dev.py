@@ -1,8 +1,7 @@
 """``python -m app dev``: the development processes under one supervisor (``make run``).
 
-The supervisor starts each child (``python -m app serve``, ``relay`` and, unless
-snapshots are off, ``snapshotter``; the read workers join the list in ``children()``
-once their command exists), restarts a child
+The supervisor starts each child (``python -m app serve``, ``relay``, one read
+``worker`` and, unless snapshots are off, ``snapshotter``), restarts a child
 that dies, with a backoff that doubles from 0.5 s to 30 s and resets once a child has
 stayed up for 10 s, and prints the URL of the web page once the gateway accepts
 connections.
@@ -67,9 +66,10 @@ def children(settings: Settings) -> tuple[Child, ...]:
     python = (sys.executable, "-m", "app")
     serve = Child("serve", (*python, "serve"), ready=(_connect_host(settings.host), settings.port))
     relay = Child("relay", (*python, "relay"))
+    worker = Child("worker", (*python, "worker"))
     if settings.snapshot_every == 0:
-        return (serve, relay)
-    return (serve, relay, Child("snapshotter", (*python, "snapshotter")))
+        return (serve, relay, worker)
+    return (serve, relay, worker, Child("snapshotter", (*python, "snapshotter")))
 
 
 def _answers(address: tuple[str, int]) -> bool:

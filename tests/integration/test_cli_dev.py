@@ -68,14 +68,16 @@ def test_page_url() -> None:
     assert page_url(settings(APP_HOST="localhost")) == "http://localhost:8000/"
 
 
-def test_the_dev_children_are_the_gateway_the_relay_and_the_snapshotter() -> None:
-    serve, relay, snapshotter = children(settings(APP_PORT="8123"))
+def test_the_dev_children_are_the_gateway_relay_worker_and_snapshotter() -> None:
+    serve, relay, worker, snapshotter = children(settings(APP_PORT="8123"))
     assert serve.argv == (sys.executable, "-m", "app", "serve")
     assert serve.ready == ("127.0.0.1", 8123)
     assert relay.argv == (sys.executable, "-m", "app", "relay")
     assert relay.ready is None
+    assert worker.argv == (sys.executable, "-m", "app", "worker")
     assert snapshotter.argv == (sys.executable, "-m", "app", "snapshotter")
-    assert [child.name for child in children(settings(SNAPSHOT_EVERY="0"))] == ["serve", "relay"]
+    names = [child.name for child in children(settings(SNAPSHOT_EVERY="0"))]
+    assert names == ["serve", "relay", "worker"]
 
 
 async def test_a_dying_child_is_restarted_with_backoff() -> None:

@@ -23,10 +23,13 @@ from app.store._rows import EVENT_COLUMNS, to_event
 from app.store.ports import StoredEvent
 from app.views.project import fold
 from app.views.schema import HISTORY_EVERY
+from app.workers import Worker, WorkerConfig
 
 __all__ = [
+    "RunningWorker",
     "assert_views_exact",
     "create_docs",
+    "fast_config",
     "random_op",
     "wait_caught_up",
     "workload",
@@ -201,3 +204,38 @@ async def wait_caught_up(conn: asyncpg.Connection, within: float = 10.0) -> None
             head = await conn.fetchval("SELECT last_position FROM log_head")
             raise AssertionError(f"views not caught up to {head} in {within}s: {rows[:8]}")
         await asyncio.sleep(0.05)
+
+
+class RunningWorker:
+    """``async with RunningWorker(config) as w:`` runs ``Worker.run()`` in a task;
+    leaving stops it (as SIGTERM would) and re-raises what made it fail."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.worker = Worker(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Worker:
+        self.task = asyncio.create_task(self.worker.run())
+        return self.worker
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self.task = self.task, None
+        if task is None:
+            return
+        self.worker.stop()
+        done, _ = await asyncio.wait([task], timeout=10)
+        if not done:
+            task.cancel()
+            raise AssertionError("the worker did not stop within 10 s of stop()")
+        task.result()
+
+
+def fast_config(dsn: str, worker_id: str = "w1", **overrides: Any) -> WorkerConfig:
+    """A worker configuration with test-sized intervals."""
+    values: dict[str, Any] = {
+        "lease_interval": 0.1,
+        "poll_interval": 0.5,
+        "max_backoff": 0.2,
+        **overrides,
+    }
+    return WorkerConfig(dsn=dsn, worker_id=worker_id, **values)
