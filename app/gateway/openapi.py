@@ -400,6 +400,13 @@ SPEC: dict[str, Any] = {
             }
         },
         "/": {"get": {"summary": "The index page", "responses": {"200": {"description": "HTML"}}}},
+        # A mount: /static/<file> are the web page's ES modules and styles (app/web).
+        "/static": {
+            "get": {
+                "summary": "The web page's files, at /static/<path> (docs/webclient.md)",
+                "responses": {"200": {"description": "a file"}, "404": {"description": "none"}},
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "200 while the process runs",
