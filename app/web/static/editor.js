@@ -7,6 +7,7 @@ import { drawCursor, drawDocument, drawDraft, drawSelection, pixelHash } from ".
 import { newId } from "./session.js";
 
 const PALETTE = ["#e11d48", "#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+export const FIRST_LAYER = "layer-1";
 const MAX_DRAFT_POINTS = 80; // a draft stroke in presence stays well under 2 KiB
 
 export function colorOf(user) {
@@ -155,14 +156,16 @@ export class Editor {
       this.currentLayer = layer.id;
       return layer.id;
     }
-    if (state.layers.some((l) => l.locked && l.id === this.currentLayer)) {
-      this.notify("The current layer is locked: unlock it or pick another", "warn");
+    if (state.layers.length) {
+      this.notify("Every layer is hidden or locked: show or unlock one, or add a layer", "warn");
       return null;
     }
-    const id = newId("L");
-    this.session.submit({ kind: "layer.add", layer: id, name: `Layer ${state.layers.length + 1}` });
-    this.currentLayer = id;
-    return id;
+    // The first layer of an empty document has one id for everybody: when two people
+    // start drawing at once, one layer.add wins, the other is refused (conflict, and
+    // quietly so: see main.js) and both draw on the same layer.
+    this.session.submit({ kind: "layer.add", layer: FIRST_LAYER, name: "Layer 1" });
+    this.currentLayer = FIRST_LAYER;
+    return FIRST_LAYER;
   }
 
   // -- pointer -----------------------------------------------------------------------------

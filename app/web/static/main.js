@@ -7,7 +7,7 @@
 // the canvas shows (confirmed + pending), confirmed(), pending(), status(), role().
 
 import { Api, ApiError, claims, devToken } from "./api.js";
-import { Editor, colorOf } from "./editor.js";
+import { Editor, FIRST_LAYER, colorOf } from "./editor.js";
 import { HistoryPanel, LayersPanel, SharePanel } from "./panels.js";
 import { DocSession } from "./session.js";
 
@@ -220,6 +220,7 @@ function openDocument(docId) {
   session.addEventListener("presence", () => renderPeers(session));
   session.addEventListener("rejected", (e) => {
     const { code, message, op } = e.detail;
+    if (op.kind === "layer.add" && op.layer === FIRST_LAYER && code === "conflict") return;
     const what = op.kind === "undo" ? "Nothing to undo" : op.kind === "redo" ? "Nothing to redo"
       : `Your edit (${op.kind}) was undone: ${message} [${code}]`;
     notify(what, op.kind === "undo" || op.kind === "redo" ? "warn" : "error");

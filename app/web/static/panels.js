@@ -56,8 +56,8 @@ export class LayersPanel {
       name.onclick = () => { this.editor.currentLayer = layer.id; this.render(true); };
       if (editable) name.ondblclick = () => this.rename(layer, name);
       const buttons = [
-        el("button", { type: "button", class: "vis", title: layer.visible ? "Hide" : "Show", onclick: () => update({ visible: !layer.visible }) }, layer.visible ? "👁" : "–"),
-        el("button", { type: "button", class: "lock", title: layer.locked ? "Unlock" : "Lock", onclick: () => update({ locked: !layer.locked }) }, layer.locked ? "🔒" : "🔓"),
+        el("button", { type: "button", class: "vis", title: layer.visible ? "Hide" : "Show", onclick: () => update({ visible: !layer.visible }) }, layer.visible ? "Hide" : "Show"),
+        el("button", { type: "button", class: "lock", title: layer.locked ? "Unlock" : "Lock", onclick: () => update({ locked: !layer.locked }) }, layer.locked ? "Unlock" : "Lock"),
         name,
         el("button", { type: "button", class: "up", title: "Move up", onclick: () => s.submit({ kind: "layer.move", layer: layer.id, index: index + 1 }) }, "▲"),
         el("button", { type: "button", class: "down", title: "Move down", onclick: () => s.submit({ kind: "layer.move", layer: layer.id, index: Math.max(0, index - 1) }) }, "▼"),

@@ -19,6 +19,7 @@ const MAX_IN_FLIGHT = 40; // under the server's per-connection in-flight limit (
 const PING_EVERY_MS = 15000;
 const PONG_WITHIN_MS = 8000;
 const PRESENCE_EVERY_MS = 50; // under WS_PRESENCE_RATE (30 a second)
+const WELCOME_WITHIN_MS = 10000;
 
 let counter = 0;
 export function newId(prefix = "") {
@@ -55,6 +56,8 @@ export class DocSession extends EventTarget {
     this.recompute();
     this.onOnline = () => { this.backoff = 250; this.connect(); };
     this.onOffline = () => this.drop("offline");
+    this.onHide = () => this.outbox.writeSnapshot();
+    window.addEventListener("pagehide", this.onHide);
     window.addEventListener("online", this.onOnline);
     window.addEventListener("offline", this.onOffline);
     this.toucher = setInterval(() => this.outbox.save(), 5000);
@@ -99,6 +102,7 @@ export class DocSession extends EventTarget {
     this.stopHeartbeat();
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("pagehide", this.onHide);
     if (this.ws) this.ws.close(1000, "closed");
     this.outbox.drop();
   }
@@ -117,6 +121,8 @@ export class DocSession extends EventTarget {
     const ws = new WebSocket(`${scheme}://${location.host}/ws/documents/${encodeURIComponent(this.docId)}`);
     this.ws = ws;
     ws.onopen = () => {
+      // No welcome in time: a half-open connection or a stuck proxy; try again.
+      this.welcomeTimer = setTimeout(() => { if (this.ws === ws && !this.live) this.drop("no welcome"); }, WELCOME_WITHIN_MS);
       const hello = { type: "hello", token: this.token };
       if (this.confirmed && this.confirmed.v > 0) hello.since = this.confirmed.v;
       ws.send(JSON.stringify(hello));
@@ -152,6 +158,7 @@ export class DocSession extends EventTarget {
 
   lost(code, reason) {
     this.live = false;
+    clearTimeout(this.welcomeTimer);
     this.stopHeartbeat();
     for (const p of this.pending) p.sent = false;
     this.peers.clear();
@@ -223,6 +230,7 @@ export class DocSession extends EventTarget {
   }
 
   welcome(msg) {
+    clearTimeout(this.welcomeTimer);
     this.role = msg.role;
     this.sessionId = msg.session;
     this.user = msg.user;

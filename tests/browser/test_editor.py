@@ -1,0 +1,285 @@
+"""The co-editor in headless Chromium: people drawing together, a viewer, offline and
+reload, undo, history, a rejected edit. Each test fails on any console error
+(conftest.py ``users``)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections import Counter
+from typing import Any
+
+from tests.browser.conftest import ROOT, Server, User, elements, zigzag
+
+
+def assert_converged(server: Server, doc: str, *people: User) -> dict[str, Any]:
+    """Every page settled on the same state, equal to the server's, painted alike."""
+    v = max(p.settled()["v"] for p in people)
+    states = [p.settled(v) for p in people]
+    served = server.state(doc, v)
+    assert served["v"] == v
+    for person, state in zip(people, states, strict=True):
+        assert state == served["state"], f"{person.name}'s canvas differs from the server's"
+    hashes = {p.js("window.atelier.documentHash(800, 600)") for p in people}
+    assert len(hashes) == 1, "the canvases are painted differently"
+    return states[0]
+
+
+def test_two_people_draw_at_once_and_converge(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Poster", bob="editor", carol="viewer")
+    alice, bob, carol = users("alice"), users("bob"), users("carol")
+    alice.open(doc)
+    bob.open(doc)
+    carol.open(doc)
+    bob.page.fill("#color", "#e11d48")
+    ox_a, oy_a = alice.origin()
+    ox_b, oy_b = bob.origin()
+
+    # Interleaved gestures, nobody waiting for an answer: strokes, then shapes.
+    for round_ in range(3):
+        a_pts = zigzag(60, 60 + 90 * round_)
+        b_pts = zigzag(420, 60 + 90 * round_)
+        alice.page.mouse.move(ox_a + a_pts[0][0], oy_a + a_pts[0][1])
+        bob.page.mouse.move(ox_b + b_pts[0][0], oy_b + b_pts[0][1])
+        alice.page.mouse.down()
+        bob.page.mouse.down()
+        for (ax, ay), (bx, by) in zip(a_pts[1:], b_pts[1:], strict=True):
+            alice.page.mouse.move(ox_a + ax, oy_a + ay, steps=2)
+            bob.page.mouse.move(ox_b + bx, oy_b + by, steps=2)
+        if round_ == 0:
+            # Bob's stroke is not stored yet, but Alice sees it grow (presence).
+            alice.wait(
+                "window.atelier.peers().some(p => p.user === 'bob' && p.state.draft"
+                " && p.state.draft.props.points.length >= 3)"
+            )
+            assert not [e for e in server.events(doc) if e["actor"] == "bob"]
+        alice.page.mouse.up()
+        bob.page.mouse.up()
+    alice.tool("rect")
+    bob.tool("ellipse")
+    bob.page.fill("#fill", "#fde68a")
+    alice.drag(100, 420, 220, 520)
+    bob.drag(460, 420, 600, 500)
+    alice.tool("line")
+    alice.drag(250, 420, 380, 560)
+
+    state = assert_converged(server, doc, alice, bob, carol)
+    assert len(state["layers"]) == 1  # both started on an empty document: one first layer
+    shapes = Counter(e["shape"] for e in elements(state).values())
+    assert shapes == {"stroke": 6, "rect": 1, "ellipse": 1, "line": 1}
+
+    # The others' cursors, with names, for the screenshots (and docs/img/editor.png).
+    alice.tool("select")
+    bob.tool("pen")
+    alice.hover(330, 300)
+    bob.hover(560, 250)
+    carol.hover(700, 420)
+    alice.wait("window.atelier.peers().filter(p => p.state.cursor).length === 2")
+    bob.wait("window.atelier.peers().filter(p => p.state.cursor).length === 2")
+    time.sleep(0.2)  # the last presence frame painted
+    shot = alice.screenshot("two-users-alice.png")
+    bob.screenshot("two-users-bob.png")
+    docs = ROOT / "docs" / "img"
+    docs.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, docs / "editor.png")
+
+
+def test_viewer_sees_edits_live_and_cannot_edit(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Show", carol="viewer")
+    alice, carol = users("alice"), users("carol")
+    alice.open(doc)
+    carol.open(doc)
+    assert carol.js("window.atelier.role()") == "viewer"
+    assert carol.page.locator("#view-only").is_visible()
+    assert carol.page.locator("#view-only-mark").is_visible()
+    for tool in ("pen", "rect", "ellipse", "line", "text", "select"):
+        if tool != "select":
+            assert not carol.page.locator(f"[data-tool={tool}]").is_visible()
+    assert not carol.page.locator("#layer-add").is_visible()
+
+    alice.stroke(zigzag(100, 100))
+    v = alice.settled()["v"]
+    carol.wait("window.atelier.state().v >= arg", v)
+    assert carol.state() == alice.state()
+
+    # Carol's attempts change nothing: the pointer pans, the keys do nothing.
+    carol.stroke(zigzag(200, 200))
+    carol.page.keyboard.press("Control+z")
+    carol.page.keyboard.press("Delete")
+    assert carol.pending() == []
+    time.sleep(0.3)
+    assert server.state(doc)["v"] == v
+    assert_converged(server, doc, alice, carol)
+
+
+def test_offline_edits_are_delivered_exactly_once(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Train", bob="editor")
+    alice, bob = users("alice"), users("bob")
+    alice.open(doc)
+    bob.open(doc)
+    alice.stroke(zigzag(60, 60))
+    alice.settled()
+
+    alice.context.set_offline(True)
+    alice.wait("window.atelier.status() === 'offline'")
+    alice.stroke(zigzag(60, 160))
+    alice.tool("rect")
+    alice.drag(300, 100, 400, 180)
+    alice.tool("pen")
+    alice.stroke(zigzag(60, 260))
+    queued = alice.pending()
+    assert len(queued) == 3
+    assert "3 queued" in alice.page.inner_text("#conn")
+    assert len(elements(alice.state())) == 4  # applied locally, pending
+    bob.stroke(zigzag(500, 300))  # meanwhile, online
+    bob.settled()
+
+    alice.context.set_offline(False)
+    state = assert_converged(server, doc, alice, bob)
+    assert len(elements(state)) == 5
+    ids = Counter(e["id"] for e in server.events(doc) if e["actor"] == "alice")
+    for op in queued:
+        assert ids[op["id"]] == 1, f"offline op {op['id']} was applied {ids[op['id']]} times"
+    added = Counter(
+        e["op"].get("element") for e in server.events(doc) if e["op"]["kind"] == "element.add"
+    )
+    assert set(added.values()) == {1}
+
+
+def test_a_reload_keeps_the_queued_edits(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Reload")
+    alice = users("alice")
+    # The websocket goes through a switch: off, the page's socket opens and hears
+    # nothing (as behind a dead proxy), so its edits stay queued while the page reloads.
+    through = {"on": True}
+
+    def route(ws: Any) -> None:
+        if through["on"]:
+            ws.connect_to_server()
+
+    alice.page.route_web_socket(re.compile(r".*/ws/documents/.*"), route)
+    alice.open(doc)
+    alice.stroke(zigzag(60, 60))
+    v = alice.settled()["v"]
+
+    alice.context.set_offline(True)
+    alice.wait("window.atelier.status() === 'offline'")
+    alice.stroke(zigzag(60, 160))
+    alice.stroke(zigzag(60, 260))
+    queued = [op["id"] for op in alice.pending()]
+    assert len(queued) == 2
+    through["on"] = False
+    alice.context.set_offline(False)
+
+    alice.page.reload()
+    alice.wait("window.atelier && window.atelier.state() !== null")
+    assert [op["id"] for op in alice.pending()] == queued
+    assert len(elements(alice.state())) == 3  # the last state, with the queue on top
+    assert alice.js("window.atelier.status()") != "live"
+    assert server.state(doc)["v"] == v  # nothing was sent
+
+    through["on"] = True
+    alice.page.reload()
+    state = alice.settled(v + 2)
+    assert len(elements(state)) == 3
+    ids = Counter(e["id"] for e in server.events(doc))
+    assert all(ids[i] == 1 for i in queued)
+    assert_converged(server, doc, alice)
+
+
+def test_undo_leaves_the_other_persons_edits(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Undo", bob="editor")
+    alice, bob = users("alice"), users("bob")
+    alice.open(doc)
+    bob.open(doc)
+    alice.stroke(zigzag(60, 60))
+    a1 = set(elements(alice.settled()))
+    bob.wait("window.atelier.state().v >= arg", alice.state()["v"])
+    bob.stroke(zigzag(60, 200))
+    b1 = set(elements(bob.settled())) - a1
+    alice.wait("window.atelier.state().v >= arg", bob.state()["v"])
+    alice.tool("rect")
+    alice.drag(300, 60, 400, 160)
+    a2 = set(elements(alice.settled())) - a1 - b1
+    assert len(a1) == len(b1) == len(a2) == 1
+
+    alice.page.locator("#canvas").click(position={"x": 700, "y": 500})  # focus the page
+    alice.page.keyboard.press("Control+z")
+    alice.wait(
+        "window.atelier.pending().length === 0 && window.atelier.state().layers"
+        ".every(l => l.elements.every(e => e.shape !== 'rect'))"
+    )
+    assert set(elements(assert_converged(server, doc, alice, bob))) == a1 | b1
+    alice.page.keyboard.press("Control+z")
+    alice.wait("window.atelier.pending().length === 0")
+    assert set(elements(assert_converged(server, doc, alice, bob))) == b1
+    alice.page.keyboard.press("Control+Shift+z")
+    alice.wait("window.atelier.pending().length === 0")
+    assert set(elements(assert_converged(server, doc, alice, bob))) == a1 | b1
+
+
+def test_the_history_slider_shows_an_earlier_state(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "History", bob="editor")
+    alice, bob = users("alice"), users("bob")
+    alice.open(doc)
+    bob.open(doc)
+    alice.stroke(zigzag(60, 60))
+    first = alice.settled()
+    alice.stroke(zigzag(60, 160))
+    alice.stroke(zigzag(60, 260))
+    live = alice.settled()
+    assert len(elements(live)) == 3
+
+    alice.page.click("#history-btn")
+    alice.page.fill("#version-name", "three strokes")
+    alice.page.click("#version-form button[type=submit]")
+    alice.page.wait_for_selector("#version-list li:has-text('three strokes')")
+    alice.page.locator("#history-slider").fill(str(first["v"]))
+    alice.wait("window.atelier.preview() && window.atelier.preview().v === arg", first["v"])
+    assert alice.js("window.atelier.preview()") == first
+    assert alice.page.locator("#preview-banner").is_visible()
+    # The live session goes on underneath: Bob's edit arrives while Alice looks back.
+    bob.stroke(zigzag(400, 60))
+    now = bob.settled()
+    alice.wait("window.atelier.state().v >= arg", now["v"])
+    assert len(elements(alice.state())) == 4
+    assert alice.js("window.atelier.preview().v") == first["v"]
+    if server.worker:
+        alice.page.wait_for_selector("#activity-list li")
+
+    alice.page.click("#preview-restore")
+    alice.wait("window.atelier.preview() === null")
+    restored = assert_converged(server, doc, alice, bob)
+    assert set(elements(restored)) == set(elements(first))
+
+
+def test_a_rejected_edit_rolls_back_with_a_message(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Clash", bob="editor")
+    alice, bob = users("alice"), users("bob")
+    alice.open(doc)
+    bob.open(doc)
+    alice.tool("rect")
+    alice.drag(100, 100, 200, 200)
+    (rect,) = elements(alice.settled())
+    bob.wait("window.atelier.state().v >= arg", alice.state()["v"])
+
+    # Alice moves the rectangle while offline; meanwhile Bob deletes it.
+    alice.context.set_offline(True)
+    alice.wait("window.atelier.status() === 'offline'")
+    alice.tool("select")
+    alice.drag(150, 150, 350, 250)
+    moved = elements(alice.state())[rect]["props"]
+    assert (moved["x"], moved["y"]) == (300, 200)
+    assert len(alice.pending()) == 1
+    bob.tool("select")
+    bob.page.locator("#canvas").click(position={"x": 150, "y": 150})
+    bob.page.keyboard.press("Delete")
+    bob.settled()
+
+    alice.context.set_offline(False)
+    alice.page.wait_for_selector("#notice:not(.hidden)")
+    notice = alice.page.inner_text("#notice")
+    assert "element.update" in notice and "conflict" in notice, notice
+    state = assert_converged(server, doc, alice, bob)
+    assert elements(state) == {}
