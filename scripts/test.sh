@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make test and its variants. Without options: venv, services, `make check`, then the
-# whole pytest suite against the real services. Options:
+# make test and its variants. Without options: venv, services, Chromium for the browser
+# tests (ensure_browser), `make check`, then the whole pytest suite against the real
+# services. Options:
 #   --unit    tests/unit only: no services, no check
 #   --debug   the whole suite with PYTHONASYNCIODEBUG=1 (asyncio debug mode)
 #   --cov     the whole suite under coverage, with branches; report in the terminal
@@ -26,6 +27,7 @@ if [[ $mode == unit ]]; then
     paths=(tests/unit)
 else
     ensure_services
+    ensure_browser
     if [[ $cov == 0 ]]; then
         "$ROOT/scripts/check.sh"
     fi
