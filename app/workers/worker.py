@@ -221,9 +221,15 @@ class Worker:
         if self._leases.lost.is_set():
             raise LeaseLost("the lease connection is gone: not writing")
         started = time.perf_counter()
-        to_position = batch[-1].position
-        live = {key: claim for key, claim in self._running.items() if claim.position < to_position}
+        before, to_position = batch[0].position - 1, batch[-1].position
+        # Only checkpoints the batch continues: one taken (or adopted) behind the
+        # follower's cursor would jump over the events between it and this batch. It
+        # waits for the follower to read again from it (below, and _restart_follower).
+        live = {k: c for k, c in self._running.items() if before <= c.position < to_position}
+        behind = any(c.position < before for c in self._running.values())
         if not live:
+            if behind:
+                raise _Restart
             return
         applied = 0
         try:
@@ -240,6 +246,8 @@ class Worker:
         metrics.worker_events_applied_total.inc(applied)
         metrics.worker_batch_events.observe(applied)
         metrics.worker_batch_seconds.observe(time.perf_counter() - started)
+        if behind:
+            raise _Restart
 
     async def _apply_group(
         self,

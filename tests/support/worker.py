@@ -9,9 +9,13 @@ and the exactness check of every view against a fresh fold of the events (I5).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,11 +29,16 @@ from app.views.project import fold
 from app.views.schema import HISTORY_EVERY
 from app.workers import Worker, WorkerConfig
 
+ROOT = Path(__file__).resolve().parents[2]
+
 __all__ = [
     "RunningWorker",
+    "WorkerProcess",
     "assert_views_exact",
     "create_docs",
     "fast_config",
+    "fencings",
+    "owners",
     "random_op",
     "wait_caught_up",
     "workload",
@@ -138,11 +147,13 @@ async def _events_by_doc(conn: asyncpg.Connection) -> dict[str, list[StoredEvent
     return out
 
 
-async def assert_views_exact(conn: asyncpg.Connection) -> int:
+async def assert_views_exact(conn: asyncpg.Connection, only: set[str] | None = None) -> int:
     """Every view row equals what a fresh fold of the events gives, and no row is
-    missing or extra (the views must be caught up to the head). Returns the number
-    of documents checked."""
+    missing or extra (the views must be caught up to the head). ``only``: check these
+    documents alone. Returns the number of documents checked."""
     by_doc = await _events_by_doc(conn)
+    if only is not None:
+        by_doc = {doc_id: events for doc_id, events in by_doc.items() if doc_id in only}
     states = {r["doc_id"]: r for r in await conn.fetch("SELECT * FROM read.doc_state")}
     catalog = {r["doc_id"]: r for r in await conn.fetch("SELECT * FROM read.catalog")}
     activity: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -151,9 +162,10 @@ async def assert_views_exact(conn: asyncpg.Connection) -> int:
     history: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
     for r in await conn.fetch("SELECT * FROM read.history ORDER BY doc_id, v"):
         history[r["doc_id"]].append((r["v"], bytes(r["state"])))
-    assert set(states) == set(by_doc), "doc_state rows are not one per document"
-    assert set(catalog) == set(by_doc), "catalog rows are not one per document"
-    assert set(activity) <= set(by_doc) and set(history) <= set(by_doc)
+    if only is None:
+        assert set(states) == set(by_doc), "doc_state rows are not one per document"
+        assert set(catalog) == set(by_doc), "catalog rows are not one per document"
+        assert set(activity) <= set(by_doc) and set(history) <= set(by_doc)
     for doc_id, events in by_doc.items():
         rows = fold(Document(doc_id), events)
         state = states[doc_id]
@@ -178,8 +190,11 @@ async def assert_views_exact(conn: asyncpg.Connection) -> int:
             rows.elements,
             rows.updated_at,
         ), f"catalog of {doc_id} differs"
-        assert activity[doc_id] == [(e.v, e.actor, e.kind, e.ts) for e in events], (
-            f"activity of {doc_id} differs from its events"
+        expected = [(e.v, e.actor, e.kind, e.ts) for e in events]
+        assert activity[doc_id] == expected, (
+            f"activity of {doc_id} differs from its events: missing"
+            f" {sorted(set(expected) - set(activity[doc_id]))[:5]},"
+            f" extra {sorted(set(activity[doc_id]) - set(expected))[:5]}"
         )
         assert history[doc_id] == rows.history, f"history of {doc_id} differs"
         assert all(v % HISTORY_EVERY == 0 for v, _ in history[doc_id])
@@ -239,3 +254,86 @@ def fast_config(dsn: str, worker_id: str = "w1", **overrides: Any) -> WorkerConf
         **overrides,
     }
     return WorkerConfig(dsn=dsn, worker_id=worker_id, **values)
+
+
+class WorkerProcess:
+    """One ``python -m app worker --id NAME`` with its log lines collected as they come."""
+
+    def __init__(self, dsn: str, name: str, **env: str) -> None:
+        self.name = name
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": dsn,
+            "APP_ENV": "prod",
+            "APP_SECRET": "s" * 40,
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "info",
+            "WORKER_LEASE_INTERVAL_MS": "200",
+            "WORKER_METRICS_PORT": "off",
+            **env,
+        }
+        self.lines: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> WorkerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app",
+            "worker",
+            "--id",
+            self.name,
+            env=self.env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def end(self, sig: signal.Signals, within: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(within):
+                code = await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(
+                f"{self.name}: no stop within {within} s:\n{self.output}"
+            ) from None
+        if self._reader is not None:
+            await self._reader
+        return code
+
+
+async def owners(conn: asyncpg.Connection) -> dict[int, set[str | None]]:
+    """shard -> the owners its view rows name (one each when all is well)."""
+    out: dict[int, set[str | None]] = defaultdict(set)
+    for row in await conn.fetch("SELECT shard, owner FROM read.checkpoints"):
+        out[int(row["shard"])].add(row["owner"])
+    return dict(out)
+
+
+async def fencings(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
+    rows = await conn.fetch("SELECT view, shard, fencing FROM read.checkpoints")
+    return {(row["view"], int(row["shard"])): int(row["fencing"]) for row in rows}
