@@ -283,3 +283,112 @@ def test_a_rejected_edit_rolls_back_with_a_message(users: Any, server: Server) -
     assert "element.update" in notice and "conflict" in notice, notice
     state = assert_converged(server, doc, alice, bob)
     assert elements(state) == {}
+
+
+def test_documents_are_created_listed_shared_and_opened(users: Any, server: Server) -> None:
+    alice = users("alice")
+    alice.page.fill("#new-title", "Shared poster")
+    alice.page.click("#create-doc button[type=submit]")
+    alice.wait("window.atelier.status() === 'live'")
+    doc = alice.page.evaluate("() => location.hash").removeprefix("#/d/")
+    assert alice.js("window.atelier.role()") == "owner"
+    alice.stroke(zigzag(80, 80))
+    alice.settled()
+    alice.page.click("#share-btn")
+    alice.page.fill("#share-user", "dave")
+    alice.page.select_option("#share-role", "viewer")
+    alice.page.click("#share-form button[type=submit]")
+    alice.page.wait_for_selector("#share-result:has-text('dave is now a viewer')")
+
+    dave = users("dave")
+    row = dave.page.locator(f"tr[data-doc='{doc}']")
+    deadline = time.monotonic() + 10  # the catalog is the read worker's view
+    while not row.count() and time.monotonic() < deadline:
+        time.sleep(0.3)
+        dave.page.reload()
+        dave.page.wait_for_selector("#documents:not(.hidden)")
+    assert "Shared poster" in row.inner_text()
+    row.click()
+    dave.wait("window.atelier.status() === 'live'")
+    assert dave.js("window.atelier.role()") == "viewer"
+    assert dave.page.locator("#view-only").is_visible()
+    assert dave.state() == alice.state()
+
+
+def test_a_token_in_the_fragment_signs_in(browser: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Linked", erin="editor")
+    context = browser.new_context()
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{server.url}/#/d/{doc}?token={server.token('erin', 'Erin')}")
+        page.wait_for_function("() => window.atelier.status() === 'live'")
+        assert page.evaluate("() => location.hash") == f"#/d/{doc}"  # the token left the URL
+        assert page.inner_text("#me") == "Erin"
+        assert page.evaluate("() => window.atelier.role()") == "editor"
+    finally:
+        context.close()
+    assert not errors
+
+
+def test_shapes_text_selection_layers_zoom_and_pan(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Tools")
+    alice = users("alice")
+    alice.open(doc)
+    page = alice.page
+    alice.tool("rect")
+    alice.drag(100, 100, 200, 180)
+    alice.tool("text")
+    page.locator("#canvas").click(position={"x": 300, "y": 100})
+    page.keyboard.type("Hello")
+    page.keyboard.press("Enter")
+    state = alice.settled()
+    by_shape = {e["shape"]: e for e in elements(state).values()}
+    assert by_shape["text"]["props"]["text"] == "Hello"
+    rect = by_shape["rect"]["id"]
+
+    # Select, resize by the handle, move, recolour.
+    alice.tool("select")
+    page.locator("#canvas").click(position={"x": 150, "y": 140})
+    alice.drag(204, 184, 254, 234)  # the handle sits 4 px out of the box's corner
+    props = elements(alice.settled())[rect]["props"]
+    assert (props["w"], props["h"]) == (150, 130)
+    alice.drag(150, 140, 170, 150)
+    page.fill("#color", "#16a34a")
+    props = elements(alice.settled())[rect]["props"]
+    assert (props["x"], props["y"], props["color"]) == (120, 110, "#16a34a")
+
+    # Layers: add, rename, hide, lock, opacity, reorder; then delete the rectangle.
+    page.click("#layer-add")
+    alice.settled()
+    top = page.locator("#layer-list li").first
+    top.locator(".name").dblclick()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Sketch")
+    page.keyboard.press("Enter")
+    alice.wait("window.atelier.state().layers.at(-1).name === 'Sketch'")
+    top = page.locator("#layer-list li").first
+    top.locator(".vis").click()
+    alice.wait("window.atelier.state().layers.at(-1).visible === false")
+    page.locator("#layer-list li").first.locator(".lock").click()
+    alice.wait("window.atelier.state().layers.at(-1).locked === true")
+    page.locator("#layer-list li").first.locator(".opacity").fill("0.5")
+    alice.wait("window.atelier.state().layers.at(-1).opacity === 0.5")
+    page.locator("#layer-list li").first.locator(".down").click()
+    alice.wait("window.atelier.state().layers[0].name === 'Sketch'")
+    page.locator("#canvas").click(position={"x": 200, "y": 200})
+    page.keyboard.press("Delete")
+    alice.wait("!window.atelier.state().layers.some(l => l.elements.some(e => e.id === arg))", rect)
+    assert_converged(server, doc, alice)
+
+    # Zoom and pan change the view, not the document.
+    v = alice.state()["v"]
+    page.click("#zoom-in")
+    assert alice.js("window.atelier.view().zoom") == 1.25
+    alice.tool("hand")
+    alice.drag(400, 400, 300, 350)
+    view = alice.js("window.atelier.view()")
+    assert view["x"] != 0 and view["y"] != 0
+    assert alice.state()["v"] == v

@@ -181,7 +181,8 @@ export class Editor {
       return;
     }
     if (this.tool === "text") {
-      this.startText(at, e);
+      e.preventDefault(); // no compatibility mousedown: it would take the focus back
+      this.startText(at);
       return;
     }
     if (this.tool === "select") {
@@ -214,7 +215,9 @@ export class Editor {
         const b = bounds(found.element);
         const pad = 4 / zoom;
         if (Math.abs(at.x - (b.x + b.w + pad)) <= 8 / zoom && Math.abs(at.y - (b.y + b.h + pad)) <= 8 / zoom) {
-          this.gesture = { kind: "resize", id, at };
+          // Resize from where the handle was grabbed: the corner keeps its offset.
+          const off = { x: b.x + b.w - at.x, y: b.y + b.h - at.y };
+          this.gesture = { kind: "resize", id, off, at: { x: b.x + b.w, y: b.y + b.h } };
           return;
         }
       }
@@ -273,7 +276,7 @@ export class Editor {
       g.dx = at.x - g.from.x;
       g.dy = at.y - g.from.y;
     } else if (g && g.kind === "resize") {
-      g.at = at;
+      g.at = { x: at.x + g.off.x, y: at.y + g.off.y };
     }
     this.sendPresence();
     this.redraw();
@@ -327,7 +330,7 @@ export class Editor {
     input.style.top = `${(at.y - this.view.y) * this.view.zoom}px`;
     input.style.fontSize = `${size * this.view.zoom}px`;
     input.value = "";
-    setTimeout(() => input.focus(), 0);
+    input.focus();
     input.onkeydown = (ev) => {
       ev.stopPropagation();
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); this.finishText(); }

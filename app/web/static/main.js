@@ -281,7 +281,7 @@ document.addEventListener("atelier:selection", () => {
   $("delete").disabled = open.editor.selection.size === 0;
   if (id) {
     const layer = open.session.view.layers.find((l) => l.elements.some((e) => e.id === id));
-    if (layer) { open.editor.currentLayer = layer.id; open.layers.render(true); }
+    if (layer) open.layers.choose(layer.id);
   }
 });
 

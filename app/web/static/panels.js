@@ -53,7 +53,7 @@ export class LayersPanel {
     state.layers.forEach((layer, index) => {
       const update = (set) => s.submit({ kind: "layer.update", layer: layer.id, set });
       const name = el("span", { class: "name", title: "Click to draw on this layer; double-click to rename" }, layer.name);
-      name.onclick = () => { this.editor.currentLayer = layer.id; this.render(true); };
+      name.onclick = () => this.choose(layer.id);
       if (editable) name.ondblclick = () => this.rename(layer, name);
       const buttons = [
         el("button", { type: "button", class: "vis", title: layer.visible ? "Hide" : "Show", onclick: () => update({ visible: !layer.visible }) }, layer.visible ? "Hide" : "Show"),
@@ -76,6 +76,12 @@ export class LayersPanel {
       rows.push(li);
     });
     this.list.replaceChildren(...rows.reverse()); // top layer first
+  }
+
+  // The layer new shapes go to (no re-render: a double-click must find its target).
+  choose(id) {
+    this.editor.currentLayer = id;
+    for (const li of this.list.children) li.classList.toggle("current", li.dataset.layer === id);
   }
 
   rename(layer, span) {
