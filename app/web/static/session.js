@@ -163,6 +163,7 @@ export class DocSession extends EventTarget {
     for (const p of this.pending) p.sent = false;
     this.peers.clear();
     if (this.closed) return;
+    this.emit("presence", {}); // their cursors go with the connection
     const fatal = { 4401: "signed-out", 4403: "forbidden", 4404: "not-found" }[code];
     if (fatal) {
       this.setStatus(fatal, reason);
