@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import multiprocessing
 import os
 import resource
@@ -57,11 +58,11 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import httpx
@@ -71,6 +72,11 @@ import uvloop
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import WebSocketURI, parse_uri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -79,6 +85,7 @@ from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
 from app.tokens import issue_token
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 MARK_START, MARK_END = "<!-- bench_fanout:start -->", "<!-- bench_fanout:end -->"
@@ -155,20 +162,23 @@ async def open_socket(url: str, token: str) -> tuple[ClientConnection, int]:
         raise
 
 
-async def open_many(url: str, tokens: Sequence[str]) -> list[tuple[ClientConnection, int]]:
+async def open_many(
+    opener: Callable[[str, str], Awaitable[tuple[T, int]]], url: str, tokens: Sequence[str]
+) -> list[tuple[T, int]]:
+    """``opener(url, token)`` for every token, at most OPEN_CONCURRENCY at a time."""
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
-    async def one(token: str) -> tuple[ClientConnection, int]:
+    async def one(token: str) -> tuple[T, int]:
         async with gate:
-            return await open_socket(url, token)
+            return await opener(url, token)
 
     return await asyncio.gather(*(one(t) for t in tokens))
 
 
-async def close_many(sockets: Sequence[ClientConnection]) -> None:
+async def close_many(sockets: Sequence[ClientConnection | ViewerSocket]) -> None:
     gate = asyncio.Semaphore(200)
 
-    async def one(ws: ClientConnection) -> None:
+    async def one(ws: ClientConnection | ViewerSocket) -> None:
         async with gate:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 5)
@@ -211,6 +221,20 @@ class Tally:
         if not self.behind:
             self.caught_up.set()
 
+    def frame(self, i: int, data: bytes, now: int) -> None:
+        """A frame viewer ``i`` received at ``now``: ``event`` or ``events`` count."""
+        msg = orjson.loads(data)
+        kind = msg.get("type")
+        if kind == "event":
+            self.take(i, msg, now)
+        elif kind == "events":
+            for event in msg["events"]:
+                self.take(i, event, now)
+
+    def gone(self) -> None:
+        if not self.finishing:
+            self.closed += 1
+
     def take(self, i: int, event: dict[str, Any], now: int) -> None:
         v = event["v"]
         last = self.last[i]
@@ -231,41 +255,127 @@ class Tally:
             self.deliveries += 1
 
 
-async def follow(ws: ClientConnection, i: int, tally: Tally) -> None:
-    """One viewer: every frame, timed as it is received."""
+class ViewerSocket(asyncio.Protocol):
+    """One viewer on the ``websockets`` library's sans-I/O client protocol: each frame is
+    handled as its bytes arrive, with no task or future per message, so that the load
+    generator spends as little of the 2 cores as it can."""
+
+    def __init__(self, uri: WebSocketURI, token: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.ws = ClientProtocol(uri, max_size=None)
+        self.hello = orjson.dumps({"type": "hello", "token": token})
+        self.transport: asyncio.Transport | None = None
+        self.welcomed: asyncio.Future[int] = loop.create_future()
+        self.gone: asyncio.Future[None] = loop.create_future()
+        self.on_message: Callable[[bytes, int], None] | None = None  # see follow()
+        self.on_lost: Callable[[], None] | None = None
+        self._parts: list[bytes] = []
+        self._early: list[tuple[bytes, int]] = []  # after the welcome, before follow()
+
+    def follow(self, sink: Callable[[bytes, int], None], lost: Callable[[], None]) -> None:
+        """From now on, every message to ``sink`` (those already here first)."""
+        self.on_message, self.on_lost = sink, lost
+        for data, now in self._early:
+            sink(data, now)
+        self._early = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        self.ws.receive_data(data)
+        self._handle(now)
+
+    def eof_received(self) -> None:
+        self.ws.receive_eof()
+        self._handle(time.monotonic_ns())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError(f"closed before the welcome: {exc!r}"))
+        if not self.gone.done():
+            self.gone.set_result(None)
+            if self.on_lost is not None:
+                self.on_lost()
+
+    def _handle(self, now: int) -> None:
+        for event in self.ws.events_received():
+            if isinstance(event, Response):
+                if self.ws.handshake_exc is not None:
+                    self.welcomed.set_exception(self.ws.handshake_exc)
+                else:
+                    self.ws.send_text(self.hello)
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.CONT):
+                self._parts.append(event.data)
+                if event.fin:
+                    data = b"".join(self._parts)
+                    self._parts = []
+                    self._message(data, now)
+        self._flush()
+
+    def _message(self, data: bytes, now: int) -> None:
+        if self.on_message is not None:
+            self.on_message(data, now)
+        elif self.welcomed.done():
+            self._early.append((data, now))
+        else:
+            msg = orjson.loads(data)
+            if msg.get("type") == "welcome":
+                self.welcomed.set_result(int(msg["v"]))
+            elif msg.get("type") == "error":
+                self.welcomed.set_exception(RuntimeError(f"hello refused: {msg}"))
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
+    async def close(self) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(1000)
+            self._flush()
+        try:
+            async with asyncio.timeout(5):
+                await asyncio.shield(self.gone)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+
+async def open_viewer(url: str, token: str) -> tuple[ViewerSocket, int]:
+    """A light viewer that said hello and got its welcome; returns it and the welcome's v."""
+    uri = parse_uri(url)
+    loop = asyncio.get_running_loop()
+    _, viewer = await loop.create_connection(lambda: ViewerSocket(uri, token), uri.host, uri.port)
     try:
-        async for frame in ws:
-            now = time.monotonic_ns()
-            msg = orjson.loads(frame)
-            kind = msg.get("type")
-            if kind == "event":
-                tally.take(i, msg, now)
-            elif kind == "events":
-                for event in msg["events"]:
-                    tally.take(i, event, now)
-    except websockets.ConnectionClosed:
-        pass
-    if not tally.finishing:
-        tally.closed += 1
+        async with asyncio.timeout(30):
+            return viewer, await viewer.welcomed
+    except BaseException:
+        await viewer.close()
+        raise
 
 
 class Viewers:
     """The viewer side of one client process."""
 
     def __init__(self) -> None:
-        self.sockets: list[ClientConnection] = []
-        self.tasks: list[asyncio.Task[None]] = []
+        self.sockets: list[ViewerSocket] = []
         self.tally = Tally([])
-        self.idle: list[ClientConnection] = []
+        self.idle: list[ViewerSocket] = []
 
     async def open(self, url: str, tokens: list[str]) -> dict[str, Any]:
         started = time.monotonic()
-        opened = await open_many(url, tokens)
+        opened = await open_many(open_viewer, url, tokens)
         self.sockets = [ws for ws, _ in opened]
-        self.tally = Tally([v for _, v in opened])
-        self.tasks = [
-            asyncio.create_task(follow(ws, i, self.tally)) for i, ws in enumerate(self.sockets)
-        ]
+        tally = self.tally = Tally([v for _, v in opened])
+        for i, ws in enumerate(self.sockets):
+            ws.follow(functools.partial(tally.frame, i), tally.gone)
         return {"opened": len(opened), "seconds": time.monotonic() - started}
 
     async def measure(self, from_ns: int) -> dict[str, Any]:
@@ -283,8 +393,7 @@ class Viewers:
         missing = sum(final_v - v for v in tally.last if v < final_v)
         tally.finishing = True
         await close_many(self.sockets)
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.sockets, self.tasks = [], []
+        self.sockets = []
         return {
             "latencies": tally.latencies.tobytes(),
             "deliveries": tally.deliveries,
@@ -296,7 +405,7 @@ class Viewers:
         }
 
     async def open_idle(self, url: str, tokens: list[str]) -> dict[str, Any]:
-        self.idle += [ws for ws, _ in await open_many(url, tokens)]
+        self.idle += [ws for ws, _ in await open_many(open_viewer, url, tokens)]
         return {"opened": len(self.idle)}
 
     async def close_idle(self) -> dict[str, Any]:
@@ -364,7 +473,7 @@ class Editors:
         self.counter = 0  # op numbers, unique over the whole run (element ids)
 
     async def open(self, url: str, tokens: list[str]) -> dict[str, Any]:
-        self.sockets = [ws for ws, _ in await open_many(url, tokens)]
+        self.sockets = [ws for ws, _ in await open_many(open_socket, url, tokens)]
         self.state = EditorState()
         self.tasks = [asyncio.create_task(answers(ws, self.state)) for ws in self.sockets]
         return {"opened": len(self.sockets)}
