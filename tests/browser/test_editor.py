@@ -4,6 +4,7 @@ reload, undo, history, a rejected edit. Each test fails on any console error
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import time
@@ -423,3 +424,132 @@ def test_an_edit_on_a_layer_locked_meanwhile_rolls_back(users: Any, server: Serv
     state = assert_converged(server, doc, alice, bob)
     assert len(elements(state)) == 1
     assert state["layers"][0]["locked"] is True
+
+
+def _layer_op(rng: random.Random, kind: str, layers: list[str], n: int) -> dict[str, Any]:
+    if kind == "layer.add":
+        op: dict[str, Any] = {"kind": kind, "layer": f"L{n}", "name": f"layer {n}"}
+        if rng.random() < 0.5:
+            op["index"] = rng.randrange(len(layers) + 2)
+        return op
+    layer = rng.choice(layers)
+    if kind == "layer.update":
+        key, value = rng.choice(
+            [
+                ("name", f"n{n}"),
+                ("visible", rng.random() < 0.5),
+                ("locked", rng.random() < 0.2),
+                ("opacity", rng.choice([0.25, 0.5, 1.0])),
+            ]
+        )
+        return {"kind": kind, "layer": layer, "set": {key: value}}
+    if kind == "layer.move":
+        return {"kind": kind, "layer": layer, "index": rng.randrange(len(layers) + 1)}
+    return {"kind": kind, "layer": layer}
+
+
+_PROPS: dict[str, dict[str, Any]] = {
+    "rect": {"w": 40, "h": 30, "fill": "#a5b4fc"},
+    "ellipse": {"w": 50, "h": 20, "color": "#e11d48"},
+    "line": {"x2": 300, "y2": 200},
+    "text": {"text": "t", "size": 14},
+    "stroke": {"points": [[0, 0, 0.5], [10, 12.345, 0.7], [20, 0, 1]], "width": 3},
+}
+
+
+def _element_op(
+    rng: random.Random, kind: str, layers: list[str], els: list[str], n: int
+) -> dict[str, Any]:
+    if kind == "element.add":
+        shape = rng.choice(list(_PROPS))
+        props = {"x": rng.randrange(600), "y": rng.randrange(400), **_PROPS[shape]}
+        op: dict[str, Any] = {"kind": kind, "element": f"e{n}", "layer": rng.choice(layers)}
+        op |= {"shape": shape, "props": props}
+        if rng.random() < 0.3:
+            op["index"] = rng.randrange(4)
+        return op
+    element = rng.choice(els)
+    if kind == "element.update":
+        choices: list[tuple[str, Any]] = [("x", rng.randrange(600)), ("y", rng.randrange(400))]
+        choices += [("opacity", 0.5), ("color", "#16a34a"), ("width", 2), ("fill", None)]
+        key, value = rng.choice(choices)
+        return {"kind": kind, "element": element, "set": {key: value}}
+    if kind == "element.move":
+        op = {"kind": kind, "element": element, "index": rng.randrange(4)}
+        if rng.random() < 0.6:
+            op["layer"] = rng.choice(layers)
+        return op
+    return {"kind": kind, "element": element}
+
+
+_PRIMITIVE = (
+    ["element.add"] * 5
+    + ["element.update"] * 4
+    + ["element.move"] * 2
+    + ["element.remove", "layer.add", "layer.update", "layer.move", "layer.remove"]
+    + ["doc.rename"]
+)
+
+
+def random_op(
+    rng: random.Random, state: dict[str, Any], n: int, primitive: bool = False
+) -> dict[str, Any]:
+    """A random op of any kind against ``state`` (mostly valid; some conflict)."""
+    layers = [layer["id"] for layer in state["layers"]]
+    els = list(elements(state))
+    kind = rng.choice(_PRIMITIVE if primitive else [*_PRIMITIVE, "batch", "undo", "undo", "redo"])
+    if not layers or (kind.startswith("element") and kind != "element.add" and not els):
+        kind = "layer.add" if not layers else "element.add"
+    if kind.startswith("layer."):
+        return _layer_op(rng, kind, layers, n)
+    if kind.startswith("element."):
+        return _element_op(rng, kind, layers, els, n)
+    if kind == "batch":
+        count = rng.randrange(1, 4)
+        return {
+            "kind": kind,
+            "ops": [random_op(rng, state, n * 10 + i, True) for i in range(count)],
+        }
+    if kind == "doc.rename":
+        return {"kind": kind, "title": f"title {n}"}
+    return {"kind": kind}  # undo, redo
+
+
+def test_the_page_applies_every_kind_of_event_as_the_server(users: Any, server: Server) -> None:
+    """model.js applyEvent against app/domain: a few hundred random ops of every kind
+    (batches, moves with indexes, undo, redo, a restore) by two people over HTTP, while
+    the page follows them live, event by event."""
+    doc = server.create_doc("alice", "Fold", bob="editor", carol="viewer")
+    carol = users("carol")
+    carol.open(doc)
+    rng = random.Random(20261126)
+    clients = {who: server.http(who) for who in ("alice", "bob")}
+    state = server.state(doc)["state"]
+    applied = 0
+    try:
+        undid = None
+        for n in range(240):
+            if undid and rng.random() < 0.5:
+                who, op = undid, {"kind": "redo"}
+            else:
+                who, op = rng.choice(["alice", "bob"]), random_op(rng, state, n)
+            r = clients[who].post(f"/api/documents/{doc}/ops", json={"id": f"f{n}", "op": op})
+            assert r.status_code in (200, 409), r.text
+            undid = who if op["kind"] == "undo" and r.status_code == 200 else None
+            if r.status_code == 200:
+                applied += 1
+                if applied % 3 == 0:  # ids a little stale at times: some ops conflict
+                    state = server.state(doc)["state"]
+            if n == 200:
+                r = clients["alice"].post(f"/api/documents/{doc}/restore", json={"v": 40})
+                assert r.status_code == 200, r.text
+                state = server.state(doc)["state"]
+    finally:
+        for client in clients.values():
+            client.close()
+    assert applied > 120
+    kinds = Counter(e["op"]["kind"] for e in server.events(doc))
+    assert {"batch", "undo", "redo", "restore", "element.move", "layer.move"} <= set(kinds)
+    served = server.state(doc, state["v"])
+    carol.wait("window.atelier.state().v >= arg", served["v"])
+    assert carol.state() == served["state"]
