@@ -135,7 +135,10 @@ class Report:
         total = sum(check.differences for check in bad)
         scope = f"{self.documents:,} documents, {self.events:,} events"
         if bad:
-            out.append(f"verify: {total:,} differences in {len(bad)} checks ({scope})")
+            out.append(
+                f"verify: {total:,} difference{'s' if total != 1 else ''} in {len(bad)}"
+                f" check{'s' if len(bad) != 1 else ''} ({scope})"
+            )
         else:
             out.append(f"verify: OK ({scope})")
         return out
