@@ -110,7 +110,7 @@ def test_viewer_sees_edits_live_and_cannot_edit(users: Any, server: Server) -> N
     carol.page.keyboard.press("Delete")
     assert carol.pending() == []
     time.sleep(0.3)
-    assert server.state(doc)["v"] == v
+    assert server.state(doc, v)["v"] == v
     assert_converged(server, doc, alice, carol)
 
 
@@ -178,7 +178,7 @@ def test_a_reload_keeps_the_queued_edits(users: Any, server: Server) -> None:
     assert [op["id"] for op in alice.pending()] == queued
     assert len(elements(alice.state())) == 3  # the last state, with the queue on top
     assert alice.js("window.atelier.status()") != "live"
-    assert server.state(doc)["v"] == v  # nothing was sent
+    assert server.state(doc, v)["v"] == v  # nothing was sent
 
     through["on"] = True
     alice.page.reload()
@@ -548,8 +548,10 @@ def test_the_page_applies_every_kind_of_event_as_the_server(users: Any, server: 
         for client in clients.values():
             client.close()
     assert applied > 120
-    kinds = Counter(e["op"]["kind"] for e in server.events(doc))
+    events = server.events(doc)
+    kinds = Counter(e["op"]["kind"] for e in events)
     assert {"batch", "undo", "redo", "restore", "element.move", "layer.move"} <= set(kinds)
-    served = server.state(doc, state["v"])
+    served = server.state(doc, events[-1]["v"])
+    assert served["v"] == events[-1]["v"]
     carol.wait("window.atelier.state().v >= arg", served["v"])
     assert carol.state() == served["state"]
