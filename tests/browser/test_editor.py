@@ -389,6 +389,15 @@ def test_shapes_text_selection_layers_zoom_and_pan(users: Any, server: Server) -
     alice.wait("!window.atelier.state().layers.some(l => l.elements.some(e => e.id === arg))", rect)
     assert_converged(server, doc, alice)
 
+    # The title, renamed in place.
+    page.dblclick("#doc-title")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Tools, renamed")
+    page.keyboard.press("Enter")
+    alice.wait("window.atelier.state().title === 'Tools, renamed'")
+    page.wait_for_selector("#doc-title:has-text('Tools, renamed')")
+    assert_converged(server, doc, alice)
+
     # Zoom and pan change the view, not the document.
     v = alice.state()["v"]
     page.click("#zoom-in")

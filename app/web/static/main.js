@@ -214,7 +214,7 @@ function openDocument(docId) {
     }
   });
   session.addEventListener("change", () => {
-    $("doc-title").textContent = session.view?.title || docId;
+    if (!$("title-input")) $("doc-title").textContent = session.view?.title || docId;
     setStatus(session.status, session.statusDetail);
   });
   session.addEventListener("presence", () => renderPeers(session));
@@ -237,6 +237,8 @@ function closeDocument() {
   open.editor.destroy();
   open = null;
   document.body.classList.remove("viewer", "not-owner");
+  for (const id of ["history-panel", "share-panel", "preview-banner"]) $(id).classList.add("hidden");
+  for (const id of ["history-btn", "share-btn"]) $(id).classList.remove("active");
   $("view-only").classList.add("hidden");
   $("view-only-mark").classList.add("hidden");
   $("peers").replaceChildren();
@@ -284,6 +286,33 @@ document.addEventListener("atelier:selection", () => {
     if (layer) open.layers.choose(layer.id);
   }
 });
+
+// Double-click the title to rename the document (owners and editors).
+$("doc-title").ondblclick = () => {
+  if (!open || !open.session.canEdit() || !open.session.view) return;
+  const title = $("doc-title");
+  const input = document.createElement("input");
+  input.id = "title-input";
+  input.maxLength = 200;
+  input.value = open.session.view.title;
+  title.replaceChildren(input);
+  input.focus();
+  input.select();
+  let done = false;
+  const finish = (save) => {
+    if (done) return;
+    done = true;
+    const value = input.value.trim();
+    if (save && open && value && value !== open.session.view.title) open.session.submit({ kind: "doc.rename", title: value });
+    title.textContent = open?.session.view?.title ?? "";
+  };
+  input.onkeydown = (e) => {
+    e.stopPropagation();
+    if (e.key === "Enter") finish(true);
+    if (e.key === "Escape") finish(false);
+  };
+  input.onblur = () => finish(true);
+};
 
 // -- routing -------------------------------------------------------------------------------
 
