@@ -209,24 +209,28 @@ async def rebuild(
         try:
             async with pool.acquire() as conn:
                 shards = int(await conn.fetchval("SELECT shards FROM read.meta"))
-                targets = await _prepare(conn, ordered, shards)
-                bound = [min(t.bound[s] for t in targets) for s in range(shards)]
-                for t in targets:
-                    t.bound = list(bound)
-                events, docs = await _fold_all(pool, conn, targets, bound, shards, batch, bars)
-                fold_seconds = time.perf_counter() - started
-                for t in targets:
-                    t.docs = docs if len(targets) == 1 else dict(docs)
-                await _unlocked_tails(conn, targets, shards, batch)
-                switch_started = time.perf_counter()
-                await _switch(conn, targets, shards, batch, lock_timeout)
-                switch_seconds = time.perf_counter() - switch_started
+                targets: list[_Target] = []
+                try:
+                    await _prepare(conn, ordered, shards, targets)
+                    bound = [min(t.bound[s] for t in targets) for s in range(shards)]
+                    for t in targets:
+                        t.bound = list(bound)
+                    events, docs = await _fold_all(pool, conn, targets, bound, shards, batch, bars)
+                    fold_seconds = time.perf_counter() - started
+                    for t in targets:
+                        t.docs = docs if len(targets) == 1 else dict(docs)
+                    await _unlocked_tails(conn, targets, shards, batch)
+                    switch_started = time.perf_counter()
+                    await _switch(conn, targets, shards, batch, lock_timeout)
+                    switch_seconds = time.perf_counter() - switch_started
+                except BaseException:
+                    await _drop_quietly(conn, [t.table for t in targets])
+                    raise
                 for t in targets:
                     assert t.result is not None
                     t.result.rows = int(await conn.fetchval(f"SELECT count(*) FROM {t.table}"))
                     if not keep_old:
-                        await conn.execute(f"DROP TABLE IF EXISTS {table(t.name, t.old)}")
-                        t.result.dropped = True
+                        t.result.dropped = await _drop_quietly(conn, [table(t.name, t.old)])
         finally:
             await lock_conn.execute("SELECT pg_advisory_unlock(hashtext($1))", _LOCK_KEY)
     results = [t.result for t in targets if t.result is not None]
@@ -240,9 +244,23 @@ async def rebuild(
     )
 
 
-async def _prepare(conn: asyncpg.Connection, names: list[View], shards: int) -> list[_Target]:
-    """Read each view's generation and checkpoints, and create its next table."""
-    targets: list[_Target] = []
+async def _drop_quietly(conn: asyncpg.Connection, tables: list[str]) -> bool:
+    """Drop tables that do not serve: a new one after a failure, the old one after the
+    switch. Best effort: the switch stands either way; False when one could not go
+    (a long query still reading the old one holds its lock past lock_timeout)."""
+    try:
+        for name in tables:
+            await conn.execute(f"DROP TABLE IF EXISTS {name}")
+    except (asyncpg.PostgresError, OSError):
+        return False
+    return True
+
+
+async def _prepare(
+    conn: asyncpg.Connection, names: list[View], shards: int, targets: list[_Target]
+) -> None:
+    """Read each view's generation and checkpoints, and create its next table (appended
+    to ``targets`` as soon as it exists, so a failure can drop it)."""
     for name in names:
         old = await conn.fetchval("SELECT generation FROM read.generations WHERE view = $1", name)
         if old is None:
@@ -258,7 +276,6 @@ async def _prepare(conn: asyncpg.Connection, names: list[View], shards: int) -> 
         )
         target.result = Rebuilt(name, target.old, target.new)
         targets.append(target)
-    return targets
 
 
 async def _checkpoints(conn: asyncpg.Connection, name: View, shards: int) -> list[int]:
@@ -432,13 +449,7 @@ class _DocFold:
             n += 1
         if n == 0:
             return None
-        try:
-            rows = fold(self.doc, events[:n] if n < len(events) else events)
-        except ValueError as exc:
-            first = events[0]
-            raise RebuildError(
-                f"cannot fold {first.doc_id!r} from v{first.v} (position {first.position}): {exc}"
-            ) from exc
+        rows = _fold(self.doc, events[:n] if n < len(events) else events)
         self.doc = rows.doc
         self.owner = self.owner or rows.owner
         self.last = rows
@@ -451,6 +462,23 @@ class _DocFold:
         for name, loader in loaders.items():
             if name in _PER_DOC:
                 await loader.add([doc_rows(name, self.doc.id, self.last, self.owner)])
+
+
+def _fold(doc: Document, events: list[StoredEvent]) -> DocRows:
+    """``project.fold``, or ``RebuildError`` naming the event that cannot be applied."""
+    try:
+        return fold(doc, events)
+    except ValueError:
+        pass
+    for event in events:  # the slow way, only to say which event
+        try:
+            doc = fold(doc, [event]).doc
+        except ValueError as exc:
+            raise RebuildError(
+                f"cannot fold {event.doc_id!r} at v{event.v} (position {event.position}):"
+                f" {exc}; `python -m app verify --doc {event.doc_id}` says more"
+            ) from exc
+    raise AssertionError("fold failed on the whole and on no single event")
 
 
 def _runs(events: list[StoredEvent]) -> Iterable[tuple[str, list[StoredEvent]]]:
@@ -532,11 +560,7 @@ async def _write_tail(
     records: list[tuple[Any, ...]] = []
     for doc_id in sorted(per_doc):
         evs = per_doc[doc_id]
-        doc = t.docs.get(doc_id, Document(doc_id))
-        try:
-            rows = fold(doc, evs)
-        except ValueError as exc:
-            raise RebuildError(f"cannot fold {doc_id!r} from v{evs[0].v}: {exc}") from exc
+        rows = _fold(t.docs.get(doc_id, Document(doc_id)), evs)
         t.docs[doc_id] = rows.doc
         if t.name in _PER_DOC:
             records.append(doc_rows(t.name, doc_id, rows, rows.owner))

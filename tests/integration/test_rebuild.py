@@ -19,7 +19,7 @@ from app.command import CommandHandler
 from app.errors import AppError
 from app.snapshots import Snapshotter
 from app.store.postgres import PostgresStore
-from app.views.rebuild import RebuildBusy, rebuild
+from app.views.rebuild import RebuildBusy, RebuildError, rebuild
 from app.views.schema import VIEWS, View, table
 from app.views.writer import catch_up
 
@@ -274,3 +274,36 @@ async def test_the_rebuild_command(store: PostgresStore, pg_clean: str) -> None:
     assert bad.returncode == 2 and "doc_state" in bad.stderr
     both = await asyncio.to_thread(app, pg_clean, "rebuild", "catalog", "--all")
     assert both.returncode == 2
+
+
+async def test_an_empty_store_rebuilds_to_empty_views(store: PostgresStore) -> None:
+    summary = await rebuild(store.pool, list(VIEWS))
+    assert summary.events == 0 and all(r.rows == 0 for r in summary.views)
+    assert await dump_all(store.pool) == {name: [] for name in VIEWS}
+
+
+async def test_a_broken_stream_stops_the_rebuild_and_changes_nothing(
+    store: PostgresStore,
+) -> None:
+    await workload(store, docs=2, ops=30)
+    await catch_up(store.pool)
+    live = await dump_all(store.pool)
+    serving = await generation(store.pool, "activity")
+    async with store.pool.acquire() as conn, conn.transaction():
+        head = await conn.fetchval("SELECT last_position FROM log_head")
+        v = await conn.fetchval("SELECT v FROM documents WHERE id = 'doc1'")
+        await conn.execute(
+            "INSERT INTO events (position, doc_id, v, kind, op, effect, actor, ts)"
+            " VALUES ($1, 'doc1', $2, 'no.such', '{\"kind\": \"no.such\"}', '{}', 'x', now())",
+            head + 1,
+            v + 1,
+        )
+        await conn.execute("UPDATE log_head SET last_position = $1", head + 1)
+        # as if a worker had got past it (the real one dead-letters it and stops)
+        await conn.execute("UPDATE read.checkpoints SET position = $1", head + 1)
+    with pytest.raises(RebuildError, match=rf"'doc1' at v{v + 1} \(position {head + 1}\)"):
+        await rebuild(store.pool, ["activity"])
+    assert await generation(store.pool, "activity") == serving
+    new = table("activity", serving + 1)
+    assert not await store.pool.fetchval("SELECT to_regclass($1) IS NOT NULL", new)
+    assert await dump_all(store.pool) == live
