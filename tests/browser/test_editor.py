@@ -332,7 +332,7 @@ def test_a_token_in_the_fragment_signs_in(browser: Any, server: Server) -> None:
         page.goto(f"{server.url}/#/d/{doc}?token={server.token('erin', 'Erin')}")
         page.wait_for_function("() => window.atelier.status() === 'live'")
         assert page.evaluate("() => location.hash") == f"#/d/{doc}"  # the token left the URL
-        assert page.inner_text("#me") == "Erin"
+        assert page.inner_text("#me") == "Erin (erin)"
         assert page.evaluate("() => window.atelier.role()") == "editor"
     finally:
         context.close()

@@ -57,7 +57,9 @@ function signIn(newToken) {
   me = c;
   api = new Api(token);
   sessionStorage.setItem("atelier.token", token);
-  $("me").textContent = c.name || c.sub;
+  // The user id is what others share with: shown when it differs from the name.
+  $("me").textContent = c.name && c.name !== c.sub ? `${c.name} (${c.sub})` : c.sub;
+  $("me").title = `user id: ${c.sub}`;
   $("sign-out").classList.remove("hidden");
   return true;
 }
