@@ -217,6 +217,7 @@ function openDocument(docId) {
   });
   session.addEventListener("change", () => {
     if (!$("title-input")) $("doc-title").textContent = session.view?.title || docId;
+    document.title = `${session.view?.title || docId} · Atelier`;
     setStatus(session.status, session.statusDetail);
   });
   session.addEventListener("presence", () => renderPeers(session));
@@ -235,6 +236,7 @@ function openDocument(docId) {
 
 function closeDocument() {
   if (!open) return;
+  document.title = "Atelier";
   open.session.close();
   open.editor.destroy();
   open = null;
@@ -283,10 +285,18 @@ document.addEventListener("atelier:selection", () => {
   if (!open) return;
   const [id] = open.editor.selection;
   $("delete").disabled = open.editor.selection.size === 0;
-  if (id) {
-    const layer = open.session.view.layers.find((l) => l.elements.some((e) => e.id === id));
-    if (layer) open.layers.choose(layer.id);
-  }
+  if (!id) return;
+  const layer = open.session.view.layers.find((l) => l.elements.some((e) => e.id === id));
+  if (!layer) return;
+  open.layers.choose(layer.id);
+  // The controls show the selected element's style (setting .value fires no input event).
+  const props = layer.elements.find((e) => e.id === id).props;
+  const hex = (c) => (typeof c === "string" && /^#[0-9a-fA-F]{6}/.test(c) ? c.slice(0, 7) : null);
+  if (hex(props.color)) $("color").value = hex(props.color);
+  if (hex(props.fill)) $("fill").value = hex(props.fill);
+  $("no-fill").checked = !props.fill;
+  if (typeof props.width === "number") $("width").value = String(props.width);
+  Object.assign(open.editor.style, { color: $("color").value, fill: props.fill ? $("fill").value : null, width: Number($("width").value) });
 });
 
 // Double-click the title to rename the document (owners and editors).
