@@ -15,17 +15,19 @@ Every statement takes whole arrays (``unnest``), so a batch costs a fixed number
 round trips whatever its size: the views are locked, the checkpoints compared and
 set (first: a lost claim then costs no view writes, and the row locks it takes
 serialize two writers of the same shard), then one statement per view and one
-``pg_notify``.
+``pg_notify`` naming the batch's documents (``{"docs": [...]}``; ``''``, "everyone",
+when the list is too long for a notification).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
+import orjson
 
 from app.store.ports import StoredEvent
 from app.views.loading import load_documents, read_events
@@ -33,11 +35,21 @@ from app.views.project import DocRows, fold
 from app.views.schema import VIEWS, View, view
 from app.views.shards import shard_of
 
-__all__ = ["NOTIFY_CHANNEL", "Claim", "ClaimGroup", "apply_batch", "catch_up", "group_claims"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Claim",
+    "ClaimGroup",
+    "apply_batch",
+    "catch_up",
+    "events_to_apply",
+    "group_claims",
+    "notify_payload",
+]
 
 # The gateway's min_v / min_position waiters LISTEN here; the notification is
 # delivered when the batch commits, never before.
 NOTIFY_CHANNEL: Final = "atelier_read"
+_NOTIFY_MAX: Final = 7900
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +143,21 @@ async def apply_batch(
             )
             await _compare_and_set(conn, claims, to_position, ordered)
             await _write_rows(conn, docs, ordered)
-            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, notify_payload(docs))
     except _LostClaim:
         return False
     return True
+
+
+def notify_payload(docs: Iterable[str]) -> str:
+    """``{"docs": [...]}``, so the gateway wakes only those documents' waiters; ``''``
+    (wake every waiter) when there are none or the list would not fit a notification
+    (PostgreSQL's limit is 8000 bytes)."""
+    ids = sorted(docs)
+    if not ids:
+        return ""
+    payload = orjson.dumps({"docs": ids})
+    return payload.decode() if len(payload) <= _NOTIFY_MAX else ""
 
 
 async def _compare_and_set(

@@ -144,8 +144,10 @@ class ShardLeases:
             "fetchval", "SELECT pg_try_advisory_lock($1, $2)", SHARD_CLASS, shard
         ):
             return None
-        self.held.add(shard)
-        rows = await self._call("fetch", _TAKE, shard, self._worker_id)
+        try:
+            rows = await self._call("fetch", _TAKE, shard, self._worker_id)
+        finally:
+            self.held.add(shard)  # locked either way: release() or close() unlocks it
         return [_row(r) for r in rows]
 
     async def release(self, shard: int, fencing: Sequence[int]) -> None:
@@ -204,9 +206,12 @@ class ShardLeases:
         try:
             async with self._io:
                 return await getattr(conn, method)(query, *args, timeout=self._timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:
+            # Anything, not only the driver's connection errors: a backend terminated
+            # while idle can leave asyncpg's protocol in a state where the next call
+            # raises InternalClientError. Whatever it is, the locks are in doubt.
             self.lost.set()
-            raise LeaseLost(f"the lease connection failed: {exc}") from exc
+            raise LeaseLost(f"the lease connection failed: {exc!r}") from exc
 
     def _on_terminated(self, conn: Any) -> None:
         self.lost.set()

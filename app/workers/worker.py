@@ -51,7 +51,15 @@ __all__ = ["Worker", "WorkerConfig"]
 log = structlog.get_logger(__name__)
 
 Key = tuple[View, int]
-_DB_ERRORS: Final = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# What a lost or broken connection raises (InternalClientError: asyncpg's protocol
+# left mid-operation, e.g. by a backend terminated under it).
+_DB_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +216,12 @@ class Worker:
                         return
             except _Restart:
                 continue
-            except Unavailable as exc:
-                log.warning("worker cannot read the log", error=exc.message, retry_in=delay)
+            except (Unavailable, *_DB_ERRORS) as exc:
+                # The follower retries lost connections itself, but not every way a
+                # connection breaks (asyncpg's InternalClientError after a terminated
+                # backend); a new follower from the checkpoints is always right.
+                error = exc.message if isinstance(exc, Unavailable) else repr(exc)
+                log.warning("worker cannot read the log", error=error, retry_in=delay)
                 await self._pause(delay)
                 delay = min(delay * 2, self._config.max_backoff)
             finally:

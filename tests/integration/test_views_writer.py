@@ -17,7 +17,7 @@ from app.views.loading import read_events
 from app.views.project import encode_state, fold
 from app.views.schema import HISTORY_EVERY, VIEWS
 from app.views.shards import shard_of
-from app.views.writer import Claim, apply_batch, catch_up, events_to_apply
+from app.views.writer import Claim, apply_batch, catch_up, events_to_apply, notify_payload
 from tests.support.worker import assert_views_exact, create_docs, wait_caught_up, workload
 
 
@@ -139,12 +139,18 @@ async def test_the_batch_notifies_at_commit(
     got: list[str] = []
     listener = await asyncpg.connect(pg_dsn)
     try:
-        await listener.add_listener("atelier_read", lambda *args: got.append(args[2]))
+        await listener.add_listener("atelier_read", lambda *args: got.append(args[3]))
         await catch_up(store.pool)
         for _ in range(50):
             if got:
                 break
             await listener.execute("SELECT 1")
-        assert got == ["atelier_read"]
+        assert got == ['{"docs":["a"]}']
     finally:
         await listener.close()
+
+
+def test_the_notification_names_the_documents_when_they_fit() -> None:
+    assert notify_payload([]) == ""
+    assert notify_payload(["b", "a"]) == '{"docs":["a","b"]}'
+    assert notify_payload([f"document-{i:05}" for i in range(1000)]) == ""
