@@ -21,7 +21,11 @@ the end:
   queries     a real gateway process (`python -m app serve`): GET /api/documents/{id}
               on the 10,000-element document, and ?at= at random versions of the
               100,000-event document, sequentially, p50/p99 over --requests each
-  verify      `verify` over the whole store (events/s), for reference
+  lag         one worker process; 64 writers through the command handler (in this
+              process), paced at each of --lag-rates ops/s over 100 documents; the lag
+              of each op from its ack to the first poll (every 2 ms) of read.doc_state
+              that shows its version
+  verify      `verify` over the whole store (events/s), with --verify
 
 Prints one line per figure with the ceiling beside it; with --write-docs updates the
 block between the bench_read markers in docs/benchmarks.md.
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import os
@@ -56,10 +61,12 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.command import CommandHandler
 from app.domain import WriteModel, create_op, decide, evolve, parse_op
 from app.errors import AppError
 from app.store.migrate import migrate
 from app.store.pool import create_pool
+from app.store.postgres import PostgresStore
 from app.tokens import issue_token
 from app.views.rebuild import rebuild
 from app.views.verify import verify
@@ -477,6 +484,99 @@ async def query_latencies(dsn: str, requests: int) -> tuple[list[float], list[fl
             await proc.wait()
 
 
+# -- lag --------------------------------------------------------------------------------
+
+
+async def start_worker(dsn: str, name: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "worker", "--id", name, env=app_env(dsn), cwd=ROOT
+    )  # fmt: skip
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 15)
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+async def lag(pool: asyncpg.Pool, rate: float, seconds: float, writers: int = 64) -> list[float]:
+    """Projection lag under paced writes through the command handler (one worker process
+    running): from each op's ack to the first poll (every 2 ms) that sees its version
+    in ``read.doc_state``. 100 documents, each writer moving its own rectangle."""
+    store = PostgresStore(pool)
+    handler = CommandHandler(store)
+    await handler.start()
+    prefix = uuid.uuid4().hex[:6]
+    docs = [f"lag-{prefix}-{d}" for d in range(100)]
+    acks: dict[str, collections.deque[tuple[int, float]]] = {d: collections.deque() for d in docs}
+    lags: list[float] = []
+    done = asyncio.Event()
+    try:
+        for doc_id in docs:
+            await handler.create_document(doc_id, "bench", "lag")
+        for w in range(writers):
+            doc_id = docs[w % len(docs)]
+            await handler.submit(
+                doc_id,
+                "bench",
+                "owner",
+                f"L{w}",
+                {"kind": "layer.add", "layer": f"L{w}", "name": "w"},
+            )
+            await handler.submit(
+                doc_id, "bench", "owner", f"E{w}",
+                {"kind": "element.add", "element": f"w{w}", "layer": f"L{w}", "shape": "rect",
+                 "props": {"x": 0, "y": 0, "w": 10, "h": 10}},
+            )  # fmt: skip
+        await asyncio.sleep(2)  # the worker projects the setup
+
+        async def poll() -> None:
+            async with pool.acquire() as conn:
+                while not done.is_set() or any(acks.values()):
+                    rows = await conn.fetch(
+                        "SELECT doc_id, v FROM read.doc_state WHERE doc_id = ANY($1)", docs
+                    )
+                    now = time.perf_counter()
+                    for row in rows:
+                        pending = acks[row["doc_id"]]
+                        while pending and pending[0][0] <= row["v"]:
+                            lags.append(now - pending.popleft()[1])
+                    await asyncio.sleep(0.002)
+
+        async def writer(w: int) -> None:
+            rng = random.Random(w)
+            period = writers / rate
+            due = time.perf_counter() + period * w / writers
+            i = 0
+            while due < started + seconds:
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                due += period
+                doc_id = docs[w % len(docs)]
+                op = {
+                    "kind": "element.update",
+                    "element": f"w{w}",
+                    "set": {"x": rng.randint(0, 800)},
+                }
+                ack = await handler.submit(doc_id, "bench", "owner", f"{w}-{i}", op)
+                acks[doc_id].append((ack.v, time.perf_counter()))
+                i += 1
+
+        started = time.perf_counter()
+        poller = asyncio.create_task(poll())
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+        done.set()
+        await asyncio.wait_for(poller, 60)
+    finally:
+        await handler.close()
+    return lags
+
+
 # -- main -------------------------------------------------------------------------------
 
 
@@ -549,6 +649,19 @@ async def bench(args: argparse.Namespace, dsn: str, run: Run) -> None:
                     select_s,
                     "under 100 ms",
                 )
+        if not args.no_lag:
+            worker = await start_worker(dsn, "bench-lag")
+            try:
+                for lag_rate in args.lag_rates:
+                    lags = await lag(pool, lag_rate, args.seconds)
+                    run.add(
+                        f"lag ack -> doc_state, {lag_rate:,.0f} ops/s, 1 worker",
+                        f"p50 {pct(lags, 0.5):.1f} ms, p99 {pct(lags, 0.99):.1f} ms",
+                        select_s,
+                        "p99 under 100 ms",
+                    )
+            finally:
+                await stop(worker)
         if args.verify:
             started = time.perf_counter()
             report = await verify(pool)
@@ -570,6 +683,14 @@ async def main() -> int:
     parser.add_argument("--requests", type=int, default=1_000, help="per query figure")
     parser.add_argument("--no-workers", action="store_true")
     parser.add_argument("--no-queries", action="store_true")
+    parser.add_argument("--no-lag", action="store_true")
+    parser.add_argument(
+        "--lag-rates",
+        type=float,
+        nargs="+",
+        default=[2000.0, 8000.0],
+        help="ops/s of the lag runs (8,000: the write benchmark's paced many-docs load)",
+    )
     parser.add_argument("--verify", action="store_true", help="also time verify")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
