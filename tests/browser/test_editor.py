@@ -4,6 +4,8 @@ reload, undo, history, a rejected edit. Each test fails on any console error
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import random
 import re
@@ -564,3 +566,57 @@ def test_the_page_applies_every_kind_of_event_as_the_server(users: Any, server: 
     assert served["v"] == events[-1]["v"]
     carol.wait("window.atelier.state().v >= arg", served["v"])
     assert carol.state() == served["state"]
+
+
+def test_a_dropped_connection_resumes_with_backoff_and_since(users: Any, server: Server) -> None:
+    doc = server.create_doc("alice", "Restart")
+    alice = users("alice")
+    through = {"on": True}
+    attempts: list[float] = []
+    hellos: list[dict[str, Any]] = []
+    pages: list[Any] = []
+
+    def route(ws: Any) -> None:
+        attempts.append(time.monotonic())
+        if not through["on"]:
+            ws.close(code=1012, reason="restarting")  # as a gateway that restarts
+            return
+        upstream = ws.connect_to_server()
+        pages.append(ws)
+
+        def from_page(message: str | bytes) -> None:
+            if isinstance(message, str) and '"hello"' in message:
+                hellos.append(json.loads(message))
+            upstream.send(message)
+
+        ws.on_message(from_page)
+
+    alice.page.route_web_socket(re.compile(r".*/ws/documents/.*"), route)
+    alice.open(doc)
+    alice.stroke(zigzag(60, 60))
+    v = alice.settled()["v"]
+
+    through["on"] = False
+    dropped = len(attempts)
+    pages[-1].close(code=1012, reason="restarting")
+    alice.wait("window.atelier.status() === 'reconnecting'")
+    alice.stroke(zigzag(60, 160))
+    alice.stroke(zigzag(60, 260))
+    queued = [op["id"] for op in alice.pending()]
+    assert len(queued) == 2
+    assert "2 queued" in alice.page.inner_text("#conn")
+    # Three refused attempts, each after a longer wait (0.25 s, 0.5 s, 1 s, +-25 %).
+    deadline = time.monotonic() + 10
+    while len(attempts) < dropped + 3 and time.monotonic() < deadline:
+        alice.page.wait_for_timeout(50)
+    tries = attempts[dropped:]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert len(gaps) >= 2 and gaps[1] > gaps[0] * 1.1, f"no backoff: {gaps}"
+
+    through["on"] = True
+    state = alice.settled(v + 2)
+    assert hellos[-1]["since"] == v  # resumed from what it had, not from scratch
+    ids = Counter(e["id"] for e in server.events(doc))
+    assert all(ids[i] == 1 for i in queued)
+    assert len(elements(state)) == 3
+    assert_converged(server, doc, alice)
