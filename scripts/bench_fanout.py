@@ -735,20 +735,43 @@ def metrics_note(before: dict[str, float], after: dict[str, float]) -> str:
     commits = d["atelier_append_seconds_count"] or 1
     acks = d["atelier_ack_seconds_count"] or 1
     return (
-        f"gateway: {d['atelier_append_seconds_count']:,.0f} commits of "
+        f"gateway metrics: {d['atelier_append_seconds_count']:,.0f} appends of "
         f"{d['atelier_append_batch_size_sum'] / commits:.1f} ops, "
-        f"{d['atelier_append_seconds_sum'] / commits * 1000:.2f} ms each; handler ack "
+        f"{d['atelier_append_seconds_sum'] / commits * 1000:.2f} ms each (the transaction and "
+        f"the commit tap's fan-out loop); handler ack "
         f"{d['atelier_ack_seconds_sum'] / acks * 1000:.2f} ms mean; "
         f"{d['atelier_ws_deliveries_total']:,.0f} frames handed to sockets; "
         f"{d['atelier_ws_gap_fills_total']:,.0f} gap fills"
     )
 
 
-class Sampler:
-    """CPU of some processes over a window, the peak RSS of the first one, and the
-    gateway's metrics at both ends (when its port is given)."""
+async def backend_pids(dsn: str) -> list[int]:
+    """The PostgreSQL backends serving the benchmark's database (the commit's other half)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
 
-    def __init__(self, pids: dict[str, int], metrics_port: int | None) -> None:
+
+def ticks(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a backend may come and go
+            total += cpu_ticks(pid)
+    return total
+
+
+class Sampler:
+    """CPU of groups of processes over a window (100 = one core), the peak RSS of the
+    first group's first process, the whole machine's load, and the gateway's metrics at
+    both ends (when its port is given)."""
+
+    def __init__(self, pids: dict[str, list[int]], metrics_port: int | None) -> None:
         self.pids = pids
         self.metrics_port = metrics_port
         self.metrics: list[dict[str, float]] = []
@@ -758,7 +781,8 @@ class Sampler:
         self._busy = (0, 0)
         self._t0 = 0.0
         self.cpu: dict[str, float] = {}
-        self.machine = 0.0
+        self.machine = 0.0  # % of every core
+        self.others = 0.0  # % of one core used by processes not in ``pids``
 
     async def _sample_rss(self, pid: int) -> None:
         while True:
@@ -768,18 +792,19 @@ class Sampler:
     async def start(self) -> None:
         if self.metrics_port:
             self.metrics.append(await scrape(self.metrics_port))
-        self._start = {name: cpu_ticks(pid) for name, pid in self.pids.items()}
+        self._start = {name: ticks(pids) for name, pids in self.pids.items()}
         self._busy = machine_busy()
         self._t0 = time.monotonic()
-        first = next(iter(self.pids.values()))
+        first = next(iter(self.pids.values()))[0]
         self._task = asyncio.create_task(self._sample_rss(first))
 
     async def stop(self) -> None:
         wall = time.monotonic() - self._t0
-        for name, pid in self.pids.items():
-            self.cpu[name] = (cpu_ticks(pid) - self._start[name]) / CLK_TCK / wall * 100
+        for name, pids in self.pids.items():
+            self.cpu[name] = (ticks(pids) - self._start[name]) / CLK_TCK / wall * 100
         busy, total = machine_busy()
         self.machine = (busy - self._busy[0]) / max(total - self._busy[1], 1) * 100
+        self.others = max(0.0, self.machine * (os.cpu_count() or 1) - sum(self.cpu.values()))
         if self._task is not None:
             self._task.cancel()
         if self.metrics_port:
@@ -803,6 +828,7 @@ class RunResult:
     editors: dict[str, Any]
     cpu: dict[str, float]
     machine: float
+    others: float
     rss_max_kib: int
     window: tuple[int, int] = (0, 0)  # the counted window, monotonic ns
     gateway: str = ""  # what the gateway's metrics say of the counted window
@@ -980,8 +1006,8 @@ class Clients:
                 self.editors = parent
 
     @property
-    def pids(self) -> dict[str, int]:
-        return {f"client{i}": p.pid for i, p in enumerate(self.procs) if p.pid is not None}
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
 
     @staticmethod
     async def ask(conn: Connection, *command: Any) -> dict[str, Any]:
@@ -1042,9 +1068,11 @@ async def run_target(
     end_ns = measure_ns + int(args.seconds * 1e9)
     await clients.ask_viewers("measure", [(measure_ns,)] * VIEWER_PROCESSES)
     server = "gateway" if target == "atelier" else "floor"
-    pids = {server: servers.pid(server), **clients.pids}
+    pids = {server: [servers.pid(server)], "clients": clients.pids}
     if target == "atelier":
-        pids["relay"] = servers.pid("relay")
+        pids["relay"] = [servers.pid("relay")]
+        pids["snapshotter"] = [servers.pid("snapshotter")]
+        pids["postgres"] = await backend_pids(servers.env["DATABASE_URL"])
     sampler = Sampler(pids, servers.port if target == "atelier" else None)
     window = asyncio.create_task(sample_window(sampler, measure_ns, end_ns))
     editors = await clients.ask_editors("run", scenario.rate, start_ns, measure_ns, end_ns)
@@ -1069,6 +1097,7 @@ async def run_target(
         editors=editors,
         cpu=sampler.cpu,
         machine=sampler.machine,
+        others=sampler.others,
         rss_max_kib=sampler.rss_max,
         window=(measure_ns, end_ns),
         gateway=metrics_note(sampler.metrics[0], sampler.metrics[1]) if sampler.metrics else "",
@@ -1167,15 +1196,19 @@ def table_row(row: Row) -> str:
 
 
 def run_note(key: str, r: RunResult) -> str:
-    clients = sum(v for k, v in r.cpu.items() if k.startswith("client"))
-    relay = f", relay {r.cpu['relay']:.0f}%" if "relay" in r.cpu else ""
     server = r.cpu.get("gateway", r.cpu.get("floor", 0.0))
     per_delivery = server / 100 / r.rate * 1e6 if r.deliveries else float("nan")
+    rest = ", ".join(
+        f"{name} {r.cpu[name]:.0f}%"
+        for name in ("relay", "snapshotter", "postgres")
+        if name in r.cpu
+    )
     e = r.editors
     line = (
         f"- {key} {r.target}: server CPU {server:.0f}% ({per_delivery:.1f} µs per counted "
-        f"delivery){relay}, client processes {clients:.0f}%, whole machine {r.machine:.0f}% "
-        f"of {os.cpu_count()} cores; {e['sent']:,} ops sent (send lag p99 "
+        f"delivery){', ' + rest if rest else ''}, client processes {r.cpu['clients']:.0f}%; "
+        f"whole machine {r.machine:.0f}% of {os.cpu_count()} cores, of which "
+        f"{r.others:.0f}% of a core by other processes; {e['sent']:,} ops sent (send lag p99 "
         f"{e['lag_p99_ms']:.1f} ms), ack p50/p99 {e['ack_p50_ms']:.1f}/{e['ack_p99_ms']:.1f} "
         f"ms, rejected {e['rejects'] or 0}, unanswered {e['unanswered']}; closed by the "
         f"server {r.closed}, viewers short of the last version {r.short}"
