@@ -82,8 +82,32 @@ def test_two_people_draw_at_once_and_converge(users: Any, server: Server) -> Non
     alice.wait("window.atelier.peers().filter(p => p.state.cursor).length === 2")
     bob.wait("window.atelier.peers().filter(p => p.state.cursor).length === 2")
     time.sleep(0.2)  # the last presence frame painted
+    # Within a second (the bar): a cursor that moves, a stroke that ends.
+    started = time.monotonic()
+    carol.hover(640, 380)
+    alice.wait("window.atelier.peers().some(p => p.user === 'carol' && p.state.cursor[0] === 640)")
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    bob.stroke(zigzag(700, 120, n=3))
+    alice.wait("window.atelier.state().layers[0].elements.length === 10")
+    assert time.monotonic() - started < 1.0
+    carol.hover(700, 420)
+    alice.wait("window.atelier.peers().some(p => p.user === 'carol' && p.state.cursor[0] === 700)")
+    # Bob in the middle of a stroke: Alice sees it grow under his cursor.
+    ox_b, oy_b = bob.origin()
+    bob.page.mouse.move(ox_b + 660, oy_b + 300)
+    bob.page.mouse.down()
+    for i in range(1, 9):
+        bob.page.mouse.move(ox_b + 660 + 22 * i, oy_b + 300 + (i % 3) * 25 + 4 * i, steps=2)
+    alice.wait(
+        "window.atelier.peers().some(p => p.user === 'bob' && p.state.draft"
+        " && p.state.draft.props.points.length >= 8)"
+    )
+    time.sleep(0.2)
     shot = alice.screenshot("two-users-alice.png")
     bob.screenshot("two-users-bob.png")
+    bob.page.mouse.up()
+    assert_converged(server, doc, alice, bob, carol)
     if os.environ.get("ATELIER_WRITE_DOCS") == "1":  # refresh docs/img/editor.png
         shutil.copyfile(shot, ROOT / "docs" / "img" / "editor.png")
 
