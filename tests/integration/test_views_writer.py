@@ -154,3 +154,16 @@ def test_the_notification_names_the_documents_when_they_fit() -> None:
     assert notify_payload([]) == ""
     assert notify_payload(["b", "a"]) == '{"docs":["a","b"]}'
     assert notify_payload([f"document-{i:05}" for i in range(1000)]) == ""
+
+
+async def test_the_state_columns_are_compressed_with_lz4(store: PostgresStore) -> None:
+    rows = await store.pool.fetch(
+        "SELECT c.relname, a.attcompression::text AS attcompression FROM pg_attribute AS a"
+        " JOIN pg_class AS c ON c.oid = a.attrelid"
+        " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'read' AND a.attname = 'state' AND c.relkind = 'r'"
+    )
+    assert {(r["relname"], r["attcompression"]) for r in rows} == {
+        ("doc_state_g1", "l"),
+        ("history_g1", "l"),
+    }
