@@ -160,6 +160,35 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait(5)
 
 
+def _start(
+    procs: dict[str, subprocess.Popen[bytes]], commands: list[str], env: dict[str, str], logs: Path
+) -> str:
+    """Start ``python -m app COMMAND`` for each command; the gateway's URL once ready."""
+    url = f"http://127.0.0.1:{env['APP_PORT']}"
+    for command in commands:
+        with (logs / f"{command}.log").open("wb") as out:
+            procs[command] = subprocess.Popen(
+                [sys.executable, "-m", "app", command],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+    deadline = time.monotonic() + 30
+    while True:
+        for command, proc in procs.items():
+            if proc.poll() is not None:
+                log = (logs / f"{command}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"`python -m app {command}` exited:\n{log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return url
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway was not ready within 30 s")
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="package")
 def server(
     pg_admin_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -170,7 +199,6 @@ def server(
     _run(migrate(dsn))
     prefix = f"atelier_test_web_{uuid.uuid4().hex[:8]}:"
     logs = tmp_path_factory.mktemp("browser-server")
-    port = _free_port()
     env = {
         **os.environ,
         "APP_ENV": "dev",
@@ -179,7 +207,7 @@ def server(
         "REDIS_URL": redis_url,
         "REDIS_PREFIX": prefix,
         "APP_HOST": "127.0.0.1",
-        "APP_PORT": str(port),
+        "APP_PORT": str(_free_port()),
         "APP_DATA_DIR": str(logs),
         "DB_POOL_SIZE": "4",
         "LOG_LEVEL": "warning",
@@ -192,30 +220,19 @@ def server(
     if worker:
         commands.append("worker")
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    url = f"http://127.0.0.1:{port}"
     try:
-        for command in commands:
-            with (logs / f"{command}.log").open("wb") as out:
-                procs[command] = subprocess.Popen(
-                    [sys.executable, "-m", "app", command],
-                    env=env,
-                    cwd=ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-        deadline = time.monotonic() + 30
-        while True:
-            for command, proc in procs.items():
-                if proc.poll() is not None:
-                    log = (logs / f"{command}.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"`python -m app {command}` exited:\n{log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the gateway was not ready within 30 s")
-            time.sleep(0.1)
+        # A second try on a fresh port: the one picked may be taken before the gateway
+        # binds it (another test's server), and the first error is kept in the second's.
+        try:
+            url = _start(procs, commands, env, logs)
+        except RuntimeError as first:
+            _stop(procs)
+            procs.clear()
+            env["APP_PORT"] = str(_free_port())
+            try:
+                url = _start(procs, commands, env, logs)
+            except RuntimeError as second:
+                raise RuntimeError(f"{second}\n(first attempt: {first})") from first
         yield Server(url, worker, procs)
     finally:
         _stop(procs)
