@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the gateway (HTTP API and websockets)")
     sub.add_parser("relay", help="publish committed events to Redis streams (one at a time)")
     worker = sub.add_parser("worker", help="keep the read views up to the log (run one or more)")
-    worker.add_argument("--id", dest="worker_id", help="worker name (default: host-pid)")
+    worker.add_argument(
+        "--id", dest="worker_id", metavar="NAME", help="worker name (default: host-pid)"
+    )
     sub.add_parser("dev", help="run the development processes under a supervisor")
     sub.add_parser("migrate", help="create the database if missing and apply migrations")
     sub.add_parser("snapshotter", help="follow the log and write document snapshots")
