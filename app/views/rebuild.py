@@ -79,6 +79,7 @@ COPY_ROWS: Final = 10_000  # rows per COPY
 _TAIL_PASSES: Final = 5  # unlocked tail passes at most, before the locked one
 _TAIL_SMALL: Final = 2_000  # events: a tail this small is applied under the lock
 _LOCK_KEY: Final = "atelier.rebuild"
+_SWITCH_ATTEMPTS: Final = 5
 
 _FIRST: Final = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY doc_id, v LIMIT $1"
 _AFTER: Final = (
@@ -610,6 +611,38 @@ async def _switch(
     batch: int,
     lock_timeout: float,
 ) -> None:
+    """The switch, tried again when the locks could not be had: a deadlock (a query
+    reading two views, say ``history`` then ``doc_state``, holds one and waits for one
+    we hold) or ``lock_timeout``. A failed try rolled back its tail, so the documents'
+    states and bounds are put back as they were before it."""
+    for attempt in range(1, _SWITCH_ATTEMPTS + 1):
+        saved = [(list(t.bound), dict(t.states)) for t in targets]
+        try:
+            applied = await _switch_once(conn, targets, shards, batch, lock_timeout)
+        except (asyncpg.DeadlockDetectedError, asyncpg.LockNotAvailableError) as exc:
+            for t, (bound, states) in zip(targets, saved, strict=True):
+                t.bound, t.states = bound, states
+            if attempt == _SWITCH_ATTEMPTS:
+                raise RebuildError(
+                    f"could not lock {', '.join(view(t.name) for t in targets)}"
+                    f" in {attempt} tries: {exc}"
+                ) from exc
+            await asyncio.sleep(0.1 * attempt)
+            continue
+        for t in targets:
+            assert t.result is not None
+            t.result.tail += applied[t.name]
+            t.result.locked_tail = applied[t.name]
+        return
+
+
+async def _switch_once(
+    conn: asyncpg.Connection,
+    targets: list[_Target],
+    shards: int,
+    batch: int,
+    lock_timeout: float,
+) -> dict[View, int]:
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
         await conn.execute(
@@ -635,6 +668,4 @@ async def _switch(
             await conn.execute(
                 "UPDATE read.generations SET generation = $2 WHERE view = $1", t.name, t.new
             )
-            assert t.result is not None
-            t.result.tail += applied[t.name]
-            t.result.locked_tail = applied[t.name]
+    return applied

@@ -307,3 +307,35 @@ async def test_a_broken_stream_stops_the_rebuild_and_changes_nothing(
     new = table("activity", serving + 1)
     assert not await store.pool.fetchval("SELECT to_regclass($1) IS NOT NULL", new)
     assert await dump_all(store.pool) == live
+
+
+async def test_the_switch_waits_for_a_reader_and_tries_again(
+    store: PostgresStore, pg_clean: str
+) -> None:
+    """A transaction reading the view holds it past lock_timeout: the switch rolls back
+    and tries again, and succeeds once the reader is gone; a reader that never goes
+    makes the rebuild fail with nothing serving changed."""
+    await workload(store, docs=2, ops=40)
+    await catch_up(store.pool)
+    live = await dump_all(store.pool)
+    serving = await generation(store.pool, "history")
+    reader = await asyncpg.connect(pg_clean)
+    try:
+        await reader.execute("BEGIN; SELECT count(*) FROM read.history")
+        with pytest.raises(RebuildError, match=r"could not lock read\.history in 5 tries"):
+            await rebuild(store.pool, ["history"], lock_timeout=0.05)
+        assert await generation(store.pool, "history") == serving
+        new = table("history", serving + 1)
+        assert not await store.pool.fetchval("SELECT to_regclass($1) IS NOT NULL", new)
+
+        async def let_go() -> None:
+            await asyncio.sleep(0.3)
+            await reader.execute("COMMIT")
+
+        release = asyncio.create_task(let_go())
+        summary = await rebuild(store.pool, ["history"], lock_timeout=0.05)
+        await release
+    finally:
+        await reader.close()
+    assert summary.views[0].new == serving + 1 == await generation(store.pool, "history")
+    assert await dump_all(store.pool) == live
