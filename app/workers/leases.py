@@ -48,10 +48,10 @@ _LIVE: Final = (
 )
 _TAKE: Final = (
     "UPDATE read.checkpoints SET fencing = fencing + 1, owner = $2, updated_at = now()"
-    " WHERE shard = $1 RETURNING view, shard, position, fencing, status"
+    " WHERE shard = $1 RETURNING view, shard, position, fencing, status, epoch"
 )
 _ROWS: Final = (
-    "SELECT view, shard, position, fencing, status FROM read.checkpoints"
+    "SELECT view, shard, position, fencing, status, epoch FROM read.checkpoints"
     " WHERE shard = ANY($1::int[])"
 )
 _DISOWN: Final = (
@@ -73,6 +73,7 @@ class CheckpointRow:
     shard: int
     claim: Claim
     running: bool
+    epoch: int
 
 
 def _row(record: Any) -> CheckpointRow:
@@ -81,6 +82,7 @@ def _row(record: Any) -> CheckpointRow:
         shard=int(record["shard"]),
         claim=Claim(int(record["position"]), int(record["fencing"])),
         running=record["status"] == "running",
+        epoch=int(record["epoch"]),
     )
 
 
@@ -98,6 +100,7 @@ class ShardLeases:
         self._conn: asyncpg.Connection | None = None
         self._io = asyncio.Lock()  # one statement at a time on the connection
         self.shards = 0  # read.meta.shards, known once connected
+        self.epoch = 0  # the store's epoch when connected (a restore bumps it)
         self.held: set[int] = set()
         self.lost = asyncio.Event()
 
@@ -121,6 +124,7 @@ class ShardLeases:
         )
         try:
             self.shards = int(await conn.fetchval("SELECT shards FROM read.meta"))
+            self.epoch = int(await conn.fetchval("SELECT epoch FROM store_meta"))
             while not await conn.fetchval(
                 "SELECT pg_try_advisory_lock($1, $2)", WORKER_CLASS, random.randrange(1, 2**31)
             ):

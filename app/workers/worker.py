@@ -201,6 +201,10 @@ class Worker:
             follower = LogFollower(
                 self._config.dsn,
                 after=start,
+                # A restore bumps the epoch and voids every checkpoint: the follower
+                # raises EpochChanged rather than read the new log from old cursors,
+                # and the worker stops (exit 1) until the views are rebuilt.
+                epoch=self._leases.epoch,
                 batch_size=self._config.batch,
                 poll_interval=self._config.poll_interval,
                 application_name=f"atelier-worker {self.worker_id}"[:63],
@@ -426,7 +430,9 @@ class Worker:
             if row.shard in lost:
                 continue
             target, other = (
-                (self._running, self._paused) if row.running else (self._paused, self._running)
+                (self._running, self._paused)
+                if self._usable(row)
+                else (self._paused, self._running)
             )
             if other.pop(key, None) is not None or target.get(key) != row.claim:
                 changed = True
@@ -465,10 +471,18 @@ class Worker:
                     continue
                 taken = True
                 metrics.worker_lease_takeovers_total.inc()
-                for row in rows:
-                    (self._running if row.running else self._paused)[(row.view, row.shard)] = (
-                        row.claim
+                stale = sorted({row.epoch for row in rows if row.epoch != leases.epoch})
+                if stale:
+                    log.error(
+                        "checkpoints of another epoch: shard not applied; rebuild the views",
+                        shard=shard,
+                        checkpoint_epochs=stale,
+                        store_epoch=leases.epoch,
                     )
+                for row in rows:
+                    (self._running if self._usable(row) else self._paused)[
+                        (row.view, row.shard)
+                    ] = row.claim
                 log.info(
                     "shard taken",
                     shard=shard,
@@ -479,6 +493,12 @@ class Worker:
             if taken:
                 self._restart_follower()
         metrics.worker_shards_owned.set(len(leases.held))
+
+    def _usable(self, row: CheckpointRow) -> bool:
+        """Whether this worker may move the row's checkpoint: running, and of the
+        store's epoch (a checkpoint of an older epoch points into a log that a restore
+        replaced; the views need a rebuild, not more events)."""
+        return row.running and row.epoch == self._leases.epoch
 
     def _forget(self, shard: int) -> None:
         for table in (self._running, self._paused):

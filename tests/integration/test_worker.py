@@ -1,6 +1,7 @@
 """Read workers in this process against the real PostgreSQL: a zombie (its fencing
 bumped under it) cannot write; a lost lease connection stops the writes and the
-worker comes back with a new fencing; workers added and removed rebalance the shards."""
+worker comes back with a new fencing; workers added and removed rebalance the shards;
+a restored store (a new epoch) stops the worker."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pytest
 
 from app.command import CommandHandler
 from app.observability import metrics
+from app.store.follow import EpochChanged
 from app.store.postgres import PostgresStore
 from app.views.shards import shard_of
 from app.views.writer import catch_up
+from app.workers import Worker
 from tests.support.relay import wait_until
 from tests.support.worker import (
     RunningWorker,
@@ -152,3 +155,39 @@ async def test_workers_added_and_removed_share_the_shards(
         await workload(handler, DOCS, 100, seed=7)
         await wait_caught_up(conn, 15)
         assert await assert_views_exact(conn) == len(DOCS)
+
+
+async def test_a_restored_store_stops_the_worker(
+    handler: CommandHandler, conn: asyncpg.Connection, pg_clean: str
+) -> None:
+    """A restore bumps the epoch: every checkpoint is void, and the worker stops rather
+    than read the new log from them (the views must be rebuilt)."""
+    await create_docs(handler, DOCS[:2])
+    worker = Worker(fast_config(pg_clean, "epoch"))
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_caught_up(conn)
+        await conn.execute("UPDATE store_meta SET epoch = epoch + 1")
+        # The follower checks the epoch when it (re)connects: cut its connection.
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'atelier-worker epoch'"
+        )
+        with pytest.raises(EpochChanged):
+            async with asyncio.timeout(10):
+                await task
+    finally:
+        if not task.done():
+            task.cancel()
+    # Started again (as a supervisor would), it holds the shards but moves no
+    # checkpoint of the old epoch.
+    frozen = await conn.fetch("SELECT view, shard, position FROM read.checkpoints ORDER BY 1, 2")
+    async with RunningWorker(fast_config(pg_clean, "epoch-2")) as again:
+        await wait_until(lambda: len(again.shards) == 16, what="all shards taken")
+        await workload(handler, DOCS[:2], 20, seed=1)
+        await asyncio.sleep(0.5)
+        assert again.applied == 0
+    assert (
+        await conn.fetch("SELECT view, shard, position FROM read.checkpoints ORDER BY 1, 2")
+        == frozen
+    )
