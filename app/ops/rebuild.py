@@ -70,7 +70,7 @@ def run(
     *,
     views: Sequence[str],
     keep_old: bool = False,
-    lock_timeout: float = 30.0,
+    lock_timeout: float = 2.0,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:

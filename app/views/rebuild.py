@@ -79,7 +79,7 @@ COPY_ROWS: Final = 10_000  # rows per COPY
 _TAIL_PASSES: Final = 5  # unlocked tail passes at most, before the locked one
 _TAIL_SMALL: Final = 2_000  # events: a tail this small is applied under the lock
 _LOCK_KEY: Final = "atelier.rebuild"
-_SWITCH_ATTEMPTS: Final = 5
+_SWITCH_ATTEMPTS: Final = 10
 
 _FIRST: Final = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY doc_id, v LIMIT $1"
 _AFTER: Final = (
@@ -197,12 +197,13 @@ async def rebuild(
     keep_old: bool = False,
     bars: Bars = _no_bars,
     batch: int = BATCH,
-    lock_timeout: float = 30.0,
+    lock_timeout: float = 2.0,
 ) -> Summary:
     """Rebuild ``names`` (one fold for all) and switch each to its new generation.
     Raises ``RebuildBusy`` when another rebuild runs, ``RebuildError`` when an event
     cannot be folded or the checkpoints went backwards (a restore): nothing serving
-    changed then."""
+    changed then. ``lock_timeout`` bounds each wait for the views' locks: readers queue
+    behind a waiting ACCESS EXCLUSIVE request, so it is short, and tried again."""
     ordered = [name for name in VIEWS if name in names]
     if not ordered:
         raise ValueError("nothing to rebuild")
@@ -627,7 +628,7 @@ async def _switch(
                     f"could not lock {', '.join(view(t.name) for t in targets)}"
                     f" in {attempt} tries: {exc}"
                 ) from exc
-            await asyncio.sleep(0.1 * attempt)
+            await asyncio.sleep(0.05 * attempt)
             continue
         for t in targets:
             assert t.result is not None

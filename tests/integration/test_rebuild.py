@@ -322,7 +322,7 @@ async def test_the_switch_waits_for_a_reader_and_tries_again(
     reader = await asyncpg.connect(pg_clean)
     try:
         await reader.execute("BEGIN; SELECT count(*) FROM read.history")
-        with pytest.raises(RebuildError, match=r"could not lock read\.history in 5 tries"):
+        with pytest.raises(RebuildError, match=r"could not lock read\.history in 10 tries"):
             await rebuild(store.pool, ["history"], lock_timeout=0.05)
         assert await generation(store.pool, "history") == serving
         new = table("history", serving + 1)
