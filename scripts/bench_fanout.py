@@ -599,7 +599,7 @@ def floor_main(port: int, ready: Connection) -> None:
 
 # -- the probed gateway (--probe-gateway) -----------------------------------------------
 
-PROBE_STAGES = ("commit", "enqueue", "send", "gc")
+PROBE_STAGES = ("commit", "enqueue", "send", "gc", "gc2")
 
 
 def probed_gateway(out: str) -> int:
@@ -610,7 +610,8 @@ def probed_gateway(out: str) -> int:
               session's send queue
     send      from the end of that loop until the writer tasks it woke have run (a
               ``call_soon`` queued behind their wake-ups): the sockets' sends
-    gc        each collection of Python's cyclic GC (``gc.callbacks``): a pause of the loop
+    gc, gc2   each collection of Python's cyclic GC (``gc.callbacks``), young ones and full
+              (generation 2) ones: a pause of the whole loop
     """
     import atexit
     import gc
@@ -647,7 +648,8 @@ def probed_gateway(out: str) -> int:
         if phase == "start":
             collecting[0] = time.monotonic_ns()
         else:
-            record("gc", collecting[0], time.monotonic_ns())
+            stage = "gc2" if info.get("generation") == 2 else "gc"
+            record(stage, collecting[0], time.monotonic_ns())
 
     gc.callbacks.append(on_gc)
     postgres.PostgresStore.append = timed_append  # type: ignore[method-assign]
