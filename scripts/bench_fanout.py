@@ -11,7 +11,7 @@ schedule; N viewers follow the document):
   1000x20   1,000 viewers + 10 editors at 20 ops/s   target p99 < 30 ms
 
 it runs the same client processes (viewers spread over 2 processes, editors in a third;
-uvloop and the ``websockets`` client) against the gateway, and right after against the
+uvloop and the ``websockets`` library) against the gateway, and right after against the
 floor: a bare ``websockets`` broadcast server in its own process that answers ``hello``
 with a ``welcome`` and broadcasts, for each ``op``, an ``event`` frame of the same shape
 to every socket (``websockets.broadcast``). Targets: the p99 above, and within 2x of the
@@ -30,7 +30,14 @@ document and stay idle; the gateway's RSS delta / N. The same for a fresh floor 
 Kernel socket buffers are not part of a process's RSS.
 
     .venv/bin/python scripts/bench_fanout.py [--seconds 30] [--scenarios 500x20,1000x20]
-        [--viewers-scale 0.2] [--idle 2000] [--write-docs] [--profile-gateway FILE]
+        [--viewers-scale 0.2] [--idle 2000] [--write-docs]
+        [--probe-gateway | --profile-gateway FILE]
+
+``--probe-gateway`` runs the gateway with timers around the commit, the fan-out loop, the
+sends and GC collections (see ``probed_gateway``); ``--profile-gateway`` under cProfile.
+Viewers use the ``websockets`` sans-I/O client protocol (``ViewerSocket``), which costs the
+load generator less CPU per frame than a task per connection; editors use its asyncio
+client.
 
 Traffic goes to 127.0.0.1 only; the run stops by itself, stops its processes, drops its
 database and deletes its Redis keys. Exit status 1 when a delivery was lost or doubled,
