@@ -610,9 +610,10 @@ PROBE_STAGES = ("commit", "enqueue", "send", "gc", "gc2")
 
 
 def probed_gateway(out: str) -> int:
-    """``python -m app serve`` with timers around three stages, written to ``out`` at exit:
+    """``python -m app serve`` with timers around these stages, written to ``out`` at exit:
 
-    commit    ``PostgresStore.append``: the group-commit transaction alone
+    commit    ``PostgresStore.append``: the group-commit transaction without the commit
+              tap; wall time, so a loop busy with other work (sends, GC) lengthens it
     enqueue   ``Channel._deliver``: the synchronous loop that puts a run's frame on every
               session's send queue
     send      from the end of that loop until the writer tasks it woke have run (a
