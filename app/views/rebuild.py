@@ -181,6 +181,9 @@ class _Target:
     old: int
     new: int
     bound: list[int]  # per shard: the new table holds the shard's events up to here
+    epoch: int  # the store's
+    head: int  # the log's head at the start: where shards of a void checkpoint go
+    stale: set[int] = field(default_factory=set)  # shards whose checkpoint is void
     # per document: its state's bytes at the bound (decoded only for the tail's few)
     states: dict[str, bytes] = field(default_factory=dict)
     result: Rebuilt | None = None
@@ -268,12 +271,14 @@ async def _prepare(
 ) -> None:
     """Read each view's generation and checkpoints, and create its next table (appended
     to ``targets`` as soon as it exists, so a failure can drop it)."""
+    epoch = int(await conn.fetchval("SELECT epoch FROM store_meta"))
+    head = int(await conn.fetchval("SELECT last_position FROM log_head"))
     for name in names:
         old = await conn.fetchval("SELECT generation FROM read.generations WHERE view = $1", name)
         if old is None:
             raise RebuildError(f"{name}: no row in read.generations")
-        bound = await _checkpoints(conn, name, shards)
-        target = _Target(name, int(old), int(old) + 1, bound)
+        target = _Target(name, int(old), int(old) + 1, [], epoch, head)
+        target.bound = await _checkpoints(conn, target, shards)
         await _check_columns(conn, name)
         # Not serving (read.generations says old) and we hold the rebuild lock: a
         # table by this name is what a rebuild that died left behind.
@@ -285,12 +290,19 @@ async def _prepare(
         targets.append(target)
 
 
-async def _checkpoints(conn: asyncpg.Connection, name: View, shards: int) -> list[int]:
-    rows = await conn.fetch("SELECT shard, position FROM read.checkpoints WHERE view = $1", name)
+async def _checkpoints(conn: asyncpg.Connection, t: _Target, shards: int) -> list[int]:
+    """Where the new table must be, per shard: the checkpoint; or, for a checkpoint of
+    another epoch than the store's (void after a restore: the workers apply nothing to
+    it), the log's head at the start, and the switch sets the checkpoint there, at
+    the store's epoch. ``t.stale`` is set to those shards."""
+    rows = await conn.fetch(
+        "SELECT shard, position, epoch FROM read.checkpoints WHERE view = $1", t.name
+    )
     positions = {int(row["shard"]): int(row["position"]) for row in rows}
     if sorted(positions) != list(range(shards)):
-        raise RebuildError(f"{name}: read.checkpoints does not hold shards 0..{shards - 1}")
-    return [positions[s] for s in range(shards)]
+        raise RebuildError(f"{t.name}: read.checkpoints does not hold shards 0..{shards - 1}")
+    t.stale = {int(row["shard"]) for row in rows if int(row["epoch"]) != t.epoch}
+    return [t.head if s in t.stale else positions[s] for s in range(shards)]
 
 
 async def _view_columns(conn: asyncpg.Connection, name: View) -> list[str]:
@@ -585,7 +597,7 @@ async def _unlocked_tails(
     is small: the locked part of the switch should take milliseconds, not the time the
     fold took."""
     for _ in range(_TAIL_PASSES):
-        to = {t.name: await _checkpoints(conn, t.name, shards) for t in targets}
+        to = {t.name: await _checkpoints(conn, t, shards) for t in targets}
         _check_forward(targets, to)
         applied = await _apply_tail(conn, targets, to, shards, batch)
         for t in targets:
@@ -658,7 +670,7 @@ async def _switch_once(
             )
             if serving != t.old:
                 raise RebuildError(f"{t.name}: generation {serving} serves now, not {t.old}")
-            to[t.name] = await _checkpoints(conn, t.name, shards)
+            to[t.name] = await _checkpoints(conn, t, shards)
         _check_forward(targets, to)
         applied = await _apply_tail(conn, targets, to, shards, batch)
         for t in targets:
@@ -669,4 +681,16 @@ async def _switch_once(
             await conn.execute(
                 "UPDATE read.generations SET generation = $2 WHERE view = $1", t.name, t.new
             )
+            if t.stale:
+                # The new table holds these shards up to the head at the start, of this
+                # epoch's log. The fencing bump voids any claim on the old position.
+                await conn.execute(
+                    "UPDATE read.checkpoints SET position = $3, epoch = $4,"
+                    " fencing = fencing + 1, updated_at = now()"
+                    " WHERE view = $1 AND shard = ANY($2::int[]) AND epoch <> $4",
+                    t.name,
+                    sorted(t.stale),
+                    t.head,
+                    t.epoch,
+                )
     return applied

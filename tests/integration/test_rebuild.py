@@ -21,6 +21,7 @@ from app.snapshots import Snapshotter
 from app.store.postgres import PostgresStore
 from app.views.rebuild import RebuildBusy, RebuildError, rebuild
 from app.views.schema import VIEWS, View, table
+from app.views.verify import verify
 from app.views.writer import catch_up
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -339,3 +340,24 @@ async def test_the_switch_waits_for_a_reader_and_tries_again(
         await reader.close()
     assert summary.views[0].new == serving + 1 == await generation(store.pool, "history")
     assert await dump_all(store.pool) == live
+
+
+async def test_after_a_restore_the_rebuild_renews_void_checkpoints(store: PostgresStore) -> None:
+    """A restore bumps the store's epoch: every checkpoint of the old one is void and the
+    workers apply nothing to them. The rebuild folds those shards up to the head and
+    sets their checkpoints there, at the new epoch."""
+    await workload(store, docs=3, ops=60)
+    await catch_up(store.pool)
+    await workload(store, docs=2, ops=40, seed=4, prefix="after")
+    await store.pool.execute("UPDATE store_meta SET epoch = epoch + 1")
+    head = await store.pool.fetchval("SELECT last_position FROM log_head")
+    fencing = await store.pool.fetchval("SELECT max(fencing) FROM read.checkpoints")
+    await rebuild(store.pool, list(VIEWS))
+    rows = await store.pool.fetch("SELECT DISTINCT position, epoch FROM read.checkpoints")
+    assert [tuple(r.values()) for r in rows] == [(head, 2)]
+    assert await store.pool.fetchval("SELECT min(fencing) FROM read.checkpoints") > fencing
+    report = await verify(store.pool)
+    assert report.ok, "\n".join(report.lines())
+    assert report.events == head
+    doc_ids = [row[0] for row in (await dump_all(store.pool))["doc_state"]]
+    assert any(doc_id.startswith("after") for doc_id in doc_ids)
