@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import signal
@@ -209,11 +210,18 @@ async def live(dsn: str, name: str, ndocs: int, rate: float, seconds: float) -> 
         docs = await _docs(handler, ndocs)
         await _wait_caught_up(conn)
         samples: list[float] = []
+        # The load generator's own GC pauses (docs/benchmarks.md: 25-85 ms stalls in the
+        # command handler's process) would hold events between their ts and their
+        # commit and count as the worker's lag: this process runs without its cyclic
+        # GC while it writes.
+        gc.collect()
+        gc.disable()
         writing = asyncio.ensure_future(_write(handler, docs, rate, seconds))
         while not writing.done():
             samples.append(max(0.0, float(await conn.fetchval(_LAG))))
             await asyncio.sleep(0.01)
         sent = await writing
+        gc.enable()
         batches = _batches()
         samples.sort()
         p = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000  # noqa: E731
