@@ -40,19 +40,24 @@ _PER_DOC: Final[tuple[View, ...]] = ("doc_state", "catalog")
 
 _STREAMS: Final = (
     "SELECT coalesce(e.doc_id, d.id) AS doc_id, coalesce(e.n, 0) AS n, e.min_v, e.max_v,"
-    " e.inversions, d.v AS doc_v"
+    " e.inversions, e.last, d.v AS doc_v, d.last_position AS doc_last"
     " FROM (SELECT doc_id, count(*) AS n, min(v) AS min_v, max(v) AS max_v,"
+    "       max(position) AS last,"
     "       count(*) FILTER (WHERE prev_position > position) AS inversions"
     "       FROM (SELECT doc_id, v, position,"
     "             lag(position) OVER (PARTITION BY doc_id ORDER BY v) AS prev_position"
     "             FROM events {where}) AS w"
     "       GROUP BY doc_id) AS e"
-    " FULL JOIN (SELECT id, v FROM documents {dwhere}) AS d ON d.id = e.doc_id"
+    " FULL JOIN (SELECT id, v, last_position FROM documents {dwhere}) AS d ON d.id = e.doc_id"
     " ORDER BY 1"
 )
 _LOG: Final = (
     "SELECT (SELECT last_position FROM log_head) AS head, count(*) AS n,"
     " coalesce(min(position), 0) AS first, coalesce(max(position), 0) AS last FROM events"
+)
+_AHEAD: Final = (
+    "SELECT view, shard, position FROM read.checkpoints WHERE position > $1"
+    " ORDER BY view, shard LIMIT $2"
 )
 _HOLES: Final = (
     "SELECT p FROM generate_series(1, $1::bigint) AS p"
@@ -160,7 +165,12 @@ class _Checks:
 def _checks(limit: int) -> _Checks:
     return _Checks(
         streams=Check("I2", "versions 1..n, documents.v == n, positions grow with v", limit),
-        log=Check("I2", "positions dense 1..head, log_head == max(position)", limit, unit="events"),
+        log=Check(
+            "I2",
+            "positions dense 1..head, log_head == max(position), checkpoints <= head",
+            limit,
+            unit="events",
+        ),
         views={
             name: Check("I5", f"{view(name)} == fold up to its checkpoint", limit) for name in VIEWS
         },
@@ -248,6 +258,11 @@ async def _stream_stats(conn: asyncpg.Connection, doc: str | None, check: Check)
             )
         elif row["doc_v"] != n:
             check.differ(f"{doc_id}: documents.v = {row['doc_v']}, {n} events")
+        elif row["doc_last"] != row["last"]:
+            check.differ(
+                f"{doc_id}: documents.last_position = {row['doc_last']},"
+                f" its last event is at {row['last']}"
+            )
         elif row["inversions"]:
             check.differ(
                 f"{doc_id}: {row['inversions']} events at a lower position than the one before"
@@ -270,6 +285,11 @@ async def _check_log(conn: asyncpg.Connection, check: Check) -> None:
         )
     if head != last:
         check.differ(f"log_head is {head}, the greatest position {last}")
+    for row in await conn.fetch(_AHEAD, head, check.limit):
+        check.differ(
+            f"the checkpoint of {row['view']} shard {row['shard']} is at {row['position']},"
+            f" past the head {head}"
+        )
 
 
 async def _check_orphans(

@@ -137,3 +137,22 @@ async def test_a_broken_stream_and_log(projected: PostgresStore) -> None:
         f"log_head is {head}, the greatest position {head + 2}",
     ]
     assert any("cannot follow" in d for d in report.checks[-2].details), "the fold breaks too"
+
+
+async def test_a_wrong_last_position_and_a_checkpoint_past_the_head(
+    projected: PostgresStore,
+) -> None:
+    pool = projected.pool
+    head = await pool.fetchval("SELECT last_position FROM log_head")
+    await pool.execute("UPDATE documents SET last_position = 1 WHERE id = 'doc2'")
+    await pool.execute(
+        "UPDATE read.checkpoints SET position = $1 WHERE view = 'catalog' AND shard = 3",
+        head + 5,
+    )
+    report = await verify(pool)
+    streams, log = report.checks[0], report.checks[1]
+    assert len(streams.details) == 1
+    assert streams.details[0].startswith("doc2: documents.last_position = 1, its last event")
+    assert log.details == [
+        f"the checkpoint of catalog shard 3 is at {head + 5}, past the head {head}"
+    ]
