@@ -1,21 +1,31 @@
 """``GET /ws/documents/{doc_id}``: the asyncio shell around ``app.protocol.Session``.
 
 The session decides; this module only does the I/O it asks for (STYLE.md habit 1).
-Each connection runs four tasks in one ``asyncio.TaskGroup``:
+Each connection runs up to three tasks in one ``asyncio.TaskGroup``, the last two only
+when needed (a viewer that keeps up runs the reader alone):
 
     reader     frames in → ``Session.receive``; a hello is checked here (token, role,
                welcome) before the next frame is read
-    writer     the bounded send queue → the socket, one frame at a time; a full queue
-               closes the connection 4408 (never wait on the slowest socket: STYLE.md
-               finding 3, habit 14)
-    submitter  ops → the command handler, one at a time and in the order they came, so
-               a client's ops are decided in its own order; ``ack`` / ``reject`` back
-    timer      the hello deadline (4401), then, once a close was asked for, the time
-               the close may take before the connection is dropped
+    writer     started by the first frame that must wait (the socket does not take it
+               now) or the first close: the bounded send queue → the socket, in order;
+               a full queue closes the connection 4408 (never wait on the slowest
+               socket: STYLE.md finding 3, habit 14); then the close frame
+    submitter  started by the first op: ops → the command handler, one at a time and in
+               the order they came, so a client's ops are decided in its own order;
+               ``ack`` / ``reject`` back
 
-Events come from the process's ``Fanout`` through ``_deliver``, synchronously, onto the
-same queue as every other frame: what the session sends goes out in the order it
-decided it. Guarantee 2 (an ack no earlier than its event) is the session's:
+Two timers (``loop.call_later``, no task): the hello deadline (4401), and once a close
+was asked for, the time the close may take before the connection is dropped.
+
+Frames reach the socket directly when they can (app/gateway/direct.py): a frame goes
+straight to the transport, built once for every socket, when nothing is queued before it
+and the transport's buffer is under its high-water mark; otherwise onto the queue, which
+the writer empties in order as the transport drains. Under a server without the
+``atelier.direct`` extension every frame takes the queue and ASGI's ``send_text``.
+
+Events come from the process's ``Fanout`` through ``_deliver``, synchronously, the same
+way as every other frame: what the session sends goes out in the order it decided it.
+Guarantee 2 (an ack no earlier than its event) is the session's:
 ``Session.acked`` holds an ack until the connection has had the event, and
 ``AwaitEvent`` asks the fan-out to fill that event from PostgreSQL if it does not come.
 """
@@ -27,6 +37,7 @@ import contextlib
 import secrets
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -38,6 +49,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.config import Settings
 from app.domain import Role, WriteModel, evolve, state_to_json
 from app.errors import AppError, Unauthenticated
+from app.gateway.direct import EXTENSION, DirectWrite, frame_of
 from app.gateway.fanout import Fanout, wire
 from app.gateway.services import Services, services
 from app.observability import metrics
@@ -109,9 +121,15 @@ class Connection:
         self.role: Role = "viewer"
         self.frames: deque[str] = deque()
         self.close_with: Close | None = None
-        self._wake = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._ops: asyncio.Queue[Submit] = asyncio.Queue()
+        extensions = ws.scope.get("extensions") or {}
+        self.direct: DirectWrite | None = extensions.get(EXTENSION)
+        self._group: asyncio.TaskGroup | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._submitter: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None  # the writer's, once it runs
+        self._ops: asyncio.Queue[Submit] | None = None  # the submitter's, once it runs
+        self._timer: asyncio.TimerHandle | None = None
         self._joined = False
         self._member = False
         self._counted = ""  # the user counted in the quotas, once the token checked out
@@ -126,12 +144,13 @@ class Connection:
         self.perform(self.session.drain(reason))
 
     async def run(self) -> None:
+        self._timer = self.loop.call_later(self.config.hello_timeout, self._hello_expired)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read())
-                group.create_task(self._write())
-                group.create_task(self._submit())
-                group.create_task(self._time())
+                self._group = group
+                self._reader = group.create_task(self._read())
+                if self.close_with is not None:  # closed before the group existed
+                    self._start_writer()
         except* _Stop:
             pass
         except* Exception as faults:
@@ -142,6 +161,9 @@ class Connection:
             with contextlib.suppress(Exception):  # already gone
                 await self.ws.close(CloseCode.INTERNAL, "internal error")
         finally:
+            self._group = None
+            if self._timer is not None:
+                self._timer.cancel()
             self.perform(self.session.closed())
             if self._counted:
                 self.svc.quotas.disconnect(self._counted)
@@ -166,6 +188,9 @@ class Connection:
                 self._enqueue(action.frame)
             elif isinstance(action, Submit):
                 if self.svc.quotas.take_op(self.session.user, self.loop.time()):
+                    if self._ops is None:
+                        self._ops = asyncio.Queue()
+                        self._submitter = self._spawn(self._submit(self._ops))
                     self._ops.put_nowait(action)  # bounded by the session's in-flight limit
                 else:
                     rate = self.svc.quotas.op_rate
@@ -189,6 +214,11 @@ class Connection:
     def _enqueue(self, frame: str) -> None:
         if self.close_with is not None:
             return
+        if not self.frames and self.direct is not None and self.direct.write_frame(frame_of(frame)):
+            return  # nothing before it and the socket takes it: sent, in order
+        # The socket's buffer is over its high-water mark (or it is closing): the frame
+        # waits. What the transport holds is bounded by that mark, so the queue's limit
+        # bounds the whole backlog of a slow reader.
         if len(self.frames) >= self.config.send_queue:
             self.perform(
                 self.session.close(
@@ -197,7 +227,23 @@ class Connection:
             )
             return
         self.frames.append(frame)
-        self._wake.set()
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        elif self._group is not None:
+            self._wake = asyncio.Event()
+            self._writer = self._spawn(self._write(self._wake))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """A task in the connection's group; None when the group is gone or ending (the
+        connection is going away: nothing more is sent or submitted)."""
+        if self._group is not None:
+            with contextlib.suppress(RuntimeError):  # the group is shutting down
+                return self._group.create_task(coro)
+        coro.close()
+        return None
 
     def _close(self, close: Close) -> None:
         if self.close_with is not None:
@@ -206,8 +252,23 @@ class Connection:
         if close.code == CloseCode.TOO_SLOW:
             self.frames.clear()  # what it could not take so far, it will not take now
         metrics.ws_closes_total.labels(code=str(int(close.code))).inc()
-        self._wake.set()
-        self._closing.set()
+        self._start_writer()
+        # The writer sends the close once the frames before it are out. A client that
+        # reads nothing gets this long, then the connection is dropped.
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.config.close_timeout, self._drop)
+
+    def _hello_expired(self) -> None:
+        self._timer = None
+        self.perform(self.session.hello_timeout())
+
+    def _drop(self) -> None:
+        """The close took too long: end the connection's tasks (the group then ends)."""
+        self._timer = None
+        for task in (self._reader, self._writer, self._submitter):
+            if task is not None:
+                task.cancel()
 
     def _relay(self, frame: str) -> None:
         """The presence hub's sink: a peer's presence frame."""
@@ -247,25 +308,36 @@ class Connection:
                     reason = "the server cannot serve this document now; reconnect with since"
                     self.perform(self.session.close(CloseCode.INTERNAL, reason))
 
-    async def _write(self) -> None:
+    async def _write(self, wake: asyncio.Event) -> None:
+        frames = self.frames
+        direct = self.direct
         try:
             while True:
-                while not self.frames and self.close_with is None:
-                    self._wake.clear()
-                    await self._wake.wait()
-                if self.frames:
-                    await self.ws.send_text(self.frames.popleft())
+                while not frames and self.close_with is None:
+                    wake.clear()
+                    await wake.wait()
+                if not frames:
+                    assert self.close_with is not None
+                    await self.ws.close(self.close_with.code, self.close_with.reason)
+                    raise _Stop
+                if direct is None:
+                    await self.ws.send_text(frames.popleft())
                     continue
-                assert self.close_with is not None
-                await self.ws.close(self.close_with.code, self.close_with.reason)
-                raise _Stop
+                # The frame stays first in the queue until the socket took it, so every
+                # frame decided meanwhile queues behind it (order kept).
+                if direct.write_frame(frame_of(frames[0])):
+                    frames.popleft()
+                elif direct.closed:
+                    raise _Stop  # the peer is gone; the reader hears it too
+                else:
+                    await direct.wait_writable()
         except WebSocketDisconnect:
             raise _Stop from None
 
-    async def _submit(self) -> None:
+    async def _submit(self, ops: asyncio.Queue[Submit]) -> None:
         handler = self.svc.handler
         while True:
-            op = await self._ops.get()
+            op = await ops.get()
             try:
                 ack = await handler.submit(self.doc_id, self.session.user, self.role, op.id, op.op)
             except AppError as exc:
@@ -276,18 +348,6 @@ class Connection:
             else:
                 actions = self.session.acked(op.id, ack.v)
             self.perform(actions)
-
-    async def _time(self) -> None:
-        try:
-            async with asyncio.timeout(self.config.hello_timeout):
-                await self._closing.wait()
-        except TimeoutError:
-            self.perform(self.session.hello_timeout())
-            await self._closing.wait()
-        # A close was asked for: the writer sends it once the frames before it are out.
-        # A client that reads nothing gets this long, then the connection is dropped.
-        await asyncio.sleep(self.config.close_timeout)
-        raise _Stop
 
     # -- hello -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import uvicorn
 
 from app.config import Settings
 from app.gateway.app import create_app
+from app.gateway.direct import DirectWebSocketProtocol
 from app.tokens import issue_token
 
 SECRET = "e2e-secret-0123456789abcdef0123456789"
@@ -55,6 +56,7 @@ async def start_gateway(settings: Settings) -> tuple[uvicorn.Server, asyncio.Tas
         lifespan="on",
         ws_per_message_deflate=False,
         ws_max_size=settings.max_body_bytes,  # as app/gateway/server.py
+        ws=DirectWebSocketProtocol,  # as app/gateway/server.py
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
