@@ -4,7 +4,8 @@ A signal asks the worker to stop: it finishes the batch in hand, disowns its sha
 and ends its lease session (which releases every lock at once), so the other workers
 take its shards within a lease interval. A second signal, or a worker that has not
 stopped within ``_STOP_GRACE`` seconds, cancels it (its batch rolls back). Metrics
-are served on ``METRICS_HOST:WORKER_METRICS_PORT`` while it runs.
+are served on ``METRICS_HOST:WORKER_METRICS_PORT`` while it runs. The cyclic GC runs
+its full collections when the worker is idle (``collector.py``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from typing import Final
 
 import structlog
 
 from app.config import Settings
 from app.observability.exporter import exporting
+from app.workers.collector import Collector
 from app.workers.worker import Worker, WorkerConfig
 
 __all__ = ["config_from", "default_id", "run"]
@@ -44,6 +47,13 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
     )
 
 
+async def _collect(worker: Worker, collector: Collector) -> None:
+    """Give the collector its chance every second (a full collection when idle)."""
+    while True:
+        await asyncio.sleep(1.0)
+        collector.tick(idle_for=time.monotonic() - worker.last_batch_at)
+
+
 def run(settings: Settings, worker_id: str | None = None) -> int:
     """0 after a clean stop by signal; 1 when the worker stopped on an invariant breach
     (a hole in the log, a restored store), which it never papers over."""
@@ -51,7 +61,11 @@ def run(settings: Settings, worker_id: str | None = None) -> int:
 
     async def main() -> int:
         worker = Worker(config)
+        collector = Collector()
+        collector.install()
         task = asyncio.create_task(worker.run())
+        collecting = asyncio.create_task(_collect(worker, collector))
+        task.add_done_callback(lambda _: collecting.cancel())
         loop = asyncio.get_running_loop()
 
         def on_signal() -> None:

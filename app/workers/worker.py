@@ -103,6 +103,7 @@ class Worker:
         self._tasks: set[asyncio.Future[None]] = set()
         self.applied = 0  # events written (tests, diagnostics)
         self.batches = 0
+        self.last_batch_at = time.monotonic()  # when the last batch with events ended
 
     @property
     def worker_id(self) -> str:
@@ -259,6 +260,7 @@ class Worker:
             raise _Restart from exc
         self.applied += applied
         self.batches += 1
+        self.last_batch_at = time.monotonic()
         metrics.worker_events_applied_total.inc(applied)
         metrics.worker_batch_events.observe(applied)
         metrics.worker_batch_seconds.observe(time.perf_counter() - started)

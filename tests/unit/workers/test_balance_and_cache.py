@@ -1,7 +1,9 @@
-"""The read worker's pure parts: how many shards each worker holds and which, and the
-LRU of documents."""
+"""The read worker's pure parts: how many shards each worker holds and which, the LRU
+of documents, and when the cyclic GC runs full collections."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from app.domain import Document
 from app.workers.balance import preference, share, to_release
 from app.workers.cache import DocumentCache
+from app.workers.collector import Collector
 
 
 @given(st.integers(1, 256), st.integers(1, 40))
@@ -80,3 +83,21 @@ def test_a_zero_capacity_cache_keeps_nothing() -> None:
     assert len(cache) == 0
     with pytest.raises(ValueError):
         DocumentCache(-1)
+
+
+def test_full_collections_wait_for_idle_time_or_the_longest_interval() -> None:
+    assert Collector(every=0, idle=1).tick(idle_for=0.5) is None  # busy
+    assert Collector(every=0, idle=1).tick(idle_for=2) is not None  # idle and due
+    assert Collector(every=1000, idle=0).tick(idle_for=2) is None  # idle, not due
+    assert Collector(every=1000, idle=1, at_most=0).tick(idle_for=0) is not None  # overdue
+
+
+def test_install_freezes_and_raises_the_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        Collector().install()
+        assert gc.get_threshold()[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
