@@ -8,6 +8,7 @@ they share the shards.
     projector    fold a batch per document from the LRU or the views; find bad events
     cache        DocumentCache: the LRU of decoded documents
     deadletters  record a refused event and pause its shard
+    collector    the cyclic GC's full collections when idle, not mid-load
     runner       run(settings): ``python -m app worker [--id NAME]``
 """
 
