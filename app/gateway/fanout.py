@@ -6,8 +6,10 @@ One ``Channel`` per document per process, while at least one session follows it.
 channel has one cursor, the last version it delivered, and takes events from three
 sources, in whatever order they come:
 
-    commit tap   the events this process commits, the moment their transaction
-                 returns, before any ack is answered (``CommitTap``)
+    commit tap   the events this process commits, right after their transaction
+                 returns (``loop.call_soon``), before the acks are answered
+                 (``CommitTap``); the events of one document in one group commit
+                 are one run, so one frame per socket
     Redis        ONE reader task per channel (never per client): XREAD BLOCK on the
                  document's stream, which the relay fills from PostgreSQL
     PostgreSQL   the healer task: when a version is known to be committed (a later
@@ -308,11 +310,16 @@ class Fanout:
             channel.expect(v)
 
     def committed(self, events: Sequence[StoredEvent]) -> None:
-        """The commit tap: events this process just committed, before their acks."""
+        """The commit tap: events this process just committed, before their acks. The
+        events of one document go as one run (one ``events`` frame for every socket when
+        a group commit took several: one write a socket, not one an event)."""
+        runs: dict[str, list[StoredEvent]] = {}
         for event in events:
-            channel = self._channels.get(event.doc_id)
-            if channel is not None and event.v > channel.cursor:
-                channel.offer([wire(event)])
+            runs.setdefault(event.doc_id, []).append(event)
+        for doc_id, run in runs.items():
+            channel = self._channels.get(doc_id)
+            if channel is not None:
+                channel.offer([wire(e) for e in run if e.v > channel.cursor])
 
     def queued(self) -> int:
         """Frames waiting in every local connection's send queue."""
@@ -352,11 +359,17 @@ class CommitTap(PostgresStore):
     """The event store as the command handler sees it, telling the fan-out of every
     event this process commits as soon as the transaction returns.
 
+    The events are handed over with ``loop.call_soon``, so that ``append`` returns (and
+    the group commit settles and takes its next batch) without the fan-out loop in its
+    path; the loop's ready queue is FIFO, so the handoff still runs before the op
+    submitters woken by the settled futures.
+
     Guarantee 2 (an ``ack`` no earlier than its event): the command handler resolves an
-    op's future only after ``append`` returns; by then this tap has handed the event to
-    the document's channel, which delivered it to every local session (if it was next)
-    or holds it until the versions before it arrive. The session itself then holds the
-    ack until its connection has the event (``Session.acked``).
+    op's future only after ``append`` returns; the handoff scheduled by then reaches the
+    document's channel, which delivers the event to every local session (if it was
+    next) or holds it until the versions before it arrive. The session itself holds the
+    ack until its connection has the event (``Session.acked``), whatever ran first, and
+    asks the channel to make sure the event comes (``AwaitEvent``).
     """
 
     def __init__(self, pool: Any) -> None:
@@ -365,6 +378,10 @@ class CommitTap(PostgresStore):
 
     def _tell(self, events: Sequence[StoredEvent]) -> None:
         if self.listener is not None and events:
+            asyncio.get_running_loop().call_soon(self._tell_now, events)
+
+    def _tell_now(self, events: Sequence[StoredEvent]) -> None:
+        if self.listener is not None:
             try:
                 self.listener(events)
             except Exception:  # the commit stands whatever the fan-out does

@@ -1,0 +1,94 @@
+"""Frames written straight to the transport (app/gateway/direct.py): a slow reader still
+closes 4408 and the sockets that read keep up with the author's own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from app.gateway.direct import DirectWebSocketProtocol
+from tests.e2e.test_ws import stroke_op
+from tests.e2e.ws_client import Client, close_code, make_doc, open_ws
+
+VIEWERS = 5
+OPS = 60
+
+
+async def follow(client: Client, count: int, seen: dict[int, float]) -> None:
+    """Every event's arrival time, until ``count`` events came."""
+    while len(seen) < count:
+        message = await client.recv(wait=30)
+        now = time.monotonic()
+        if message["type"] == "event":
+            seen[message["v"]] = now
+        elif message["type"] == "events":
+            for event in message["events"]:
+                seen[event["v"]] = now
+
+
+@pytest.mark.timeout(120)
+async def test_a_slow_reader_is_closed_4408_and_the_readers_keep_up_with_the_author(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: Counter[bool] = Counter()
+    write_frame = DirectWebSocketProtocol.write_frame
+
+    def counted(self: DirectWebSocketProtocol, frame: bytes) -> bool:
+        took = write_frame(self, frame)
+        writes[took] += 1
+        return took
+
+    monkeypatch.setattr(DirectWebSocketProtocol, "write_frame", counted)
+    gateway = await make_gateway(WS_SEND_QUEUE="4", WS_OP_RATE="1000", WS_OP_BURST="1000")
+    viewers = {f"v{i}": "viewer" for i in range(VIEWERS)}
+    doc = await make_doc(gateway, slow="viewer", **viewers)
+    author = await open_ws(gateway, doc, max_size=None)
+    await author.hello(gateway.token("alice"))
+    readers = []
+    for user in viewers:
+        reader = await open_ws(gateway, doc, max_size=None)
+        await reader.hello(gateway.token(user))
+        readers.append(reader)
+    # The slow client reads nothing: its library stops reading the socket after one
+    # message, the kernel buffers fill, the transport's, then its queue overflows.
+    slow = await open_ws(gateway, doc, max_queue=1, max_size=None)
+    await slow.hello(gateway.token("slow"))
+    assert writes[True] > 0  # the welcomes went straight to the sockets
+
+    arrivals: list[dict[int, float]] = [{} for _ in readers]
+    following = [
+        asyncio.create_task(follow(r, OPS + 1, seen))
+        for r, seen in zip(readers, arrivals, strict=True)
+    ]
+    own: dict[int, float] = {}
+    await author.op("layer", {"kind": "layer.add", "layer": "L1", "name": "ink"})
+    for i in range(OPS):
+        await author.op(f"s{i}", stroke_op(i))
+    acks: list[int] = []
+    while len(acks) < OPS + 1 or max(acks) not in own:
+        message = await author.recv(wait=30)
+        now = time.monotonic()
+        if message["type"] == "ack":
+            acks.append(message["v"])
+        elif message["type"] == "event":
+            own[message["v"]] = now
+        elif message["type"] == "events":
+            for event in message["events"]:
+                own[event["v"]] = now
+    await asyncio.wait_for(asyncio.gather(*following), 60)
+
+    assert await close_code(slow, wait=30) == 4408
+    assert writes[False] > 0  # the slow socket's transport refused: its frames queued
+    # Every reader got every event, none later than a moment after the author's own
+    # copy (the same loop serves the test's clients: allow for it).
+    for seen in arrivals:
+        assert sorted(seen) == sorted(own)
+        lags = sorted(seen[v] - own[v] for v in own)
+        assert lags[-1] < 1.0, lags[-5:]
+        assert lags[len(lags) // 2] < 0.25, lags
+    await author.send({"type": "ping", "t": 1})
+    assert (await author.until("pong"))[-1] == {"type": "pong", "t": 1}
