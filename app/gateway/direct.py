@@ -92,18 +92,27 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def closed(self) -> bool:
         return self.close_sent or self.disconnected or self.transport.is_closing()
 
+    # Called once per socket per frame: plain attribute tests (``writable.is_set()``
+    # is a Python call; ``paused`` mirrors it).
+    paused = False
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
+
     def write_frame(self, frame: bytes) -> bool:
         """Write a frame built by ``text_frame``; False (nothing written) when the
         transport is paused (over its high-water mark) or the connection is closing."""
-        if (
-            not self.writable.is_set()
-            or self.close_sent
-            or self.disconnected
-            or not self.handshake_complete
-            or self.transport.is_closing()
-        ):
+        if self.paused or self.close_sent or self.disconnected or not self.handshake_complete:
             return False
-        self.transport.write(frame)
+        transport = self.transport
+        if transport.is_closing():
+            return False
+        transport.write(frame)
         return True
 
     def buffered(self) -> int:

@@ -286,7 +286,11 @@ class Connection:
 
     def _deliver(self, events: Any, frame: str) -> None:
         """The fan-out's sink: a run of consecutive events, its frame encoded once."""
-        self.perform(self.session.deliver(events, frame))
+        actions = self.session.deliver(events, frame)
+        if len(actions) == 1 and type(actions[0]) is Send:  # the usual case, once a socket
+            self._enqueue(actions[0].frame)
+        else:
+            self.perform(actions)
 
     # -- tasks -------------------------------------------------------------------------
 

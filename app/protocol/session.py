@@ -310,10 +310,13 @@ class Session:
     def deliver(self, events: Sequence[WireEvent], frame: str | None = None) -> list[Action]:
         """Consecutive committed events; ``frame``, when given, is their frame encoded
         once for every socket (used when this session needs all of them)."""
-        if self.state in _ENDED:
-            return []
-        if self.state not in _SERVING:
-            raise SessionError(self.state, "deliver events")
+        # Once per socket per run of the fan-out: identity tests, not set lookups (an
+        # Enum member's hash is computed in Python).
+        state = self.state
+        if state is not State.OPEN and state is not State.DRAINING:
+            if state is State.CLOSING or state is State.CLOSED:
+                return []
+            raise SessionError(state, "deliver events")
         if not events or events[-1].v <= self.v:
             return []  # already had them (in the welcome, or delivered before)
         if events[0].v <= self.v:
@@ -333,7 +336,9 @@ class Session:
         while self._parked and self._parked[0][0] <= self.v:
             v, _, op_id = heapq.heappop(self._parked)
             actions.append(Send(messages.ack(op_id, v)))
-        return actions + self._drained()
+        if state is State.DRAINING:
+            actions += self._drained()
+        return actions
 
     def relay(self, frame: str) -> list[Action]:
         """A peer's ``presence`` frame, to be sent as it is (built once for every socket)."""
