@@ -3,11 +3,13 @@
 A state at a version never changes (events are append-only), so it is computed once
 and kept in a byte-bounded LRU cache of ``(doc_id, v) -> state bytes``. Computing it:
 the nearest stored state at or below ``v`` (a ``read.history`` row, one every
-``HISTORY_EVERY`` versions, or the current ``read.doc_state`` when that is at or below
-``v``), then the events after it up to ``v`` from the events table (the truth), folded
-with ``app.domain.apply_event``, the same fold as the views' (I5, I6). With the views
-current that is at most ``HISTORY_EVERY - 1`` events, whatever the stream's length;
-with the views behind, more events are replayed (correct, only slower).
+``HISTORY_EVERY`` versions, or every 2, 4 or 8 times that for a large document, see
+``app.views.schema.history_stride``; or the current ``read.doc_state`` when that is at
+or below ``v``), then the events after it up to ``v`` from the events table (the truth),
+folded with ``app.domain.apply_event``, the same fold as the views' (I5, I6). With the
+views current that is at most ``HISTORY_EVERY - 1`` events for a document under 1,000
+elements and ``HISTORY_EVERY * HISTORY_MAX_STRIDE - 1`` for any, whatever the stream's
+length; with the views behind, more events are replayed (correct, only slower).
 
 Concurrent requests for the same uncached version share one computation.
 """

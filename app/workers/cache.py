@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from app.domain import Document
+from app.views.project import StateEncoder
 
 __all__ = ["DocumentCache"]
 
@@ -24,6 +25,9 @@ class DocumentCache:
             raise ValueError(f"capacity must be at least 0, not {capacity}")
         self._capacity = capacity
         self._docs: OrderedDict[str, Document] = OrderedDict()
+        # Each cached document's StateEncoder: its elements' bytes, so the next batch
+        # encodes only what changed (app/views/project.py).
+        self._encoders: dict[str, StateEncoder] = {}
         self.hits = 0
         self.misses = 0
 
@@ -40,8 +44,15 @@ class DocumentCache:
         self.hits += 1
         return doc
 
-    def put(self, doc: Document) -> None:
-        """Keep ``doc`` unless a later version of it is cached already."""
+    def encoder(self, doc_id: str) -> StateEncoder:
+        """The encoder kept with the document (whatever its version: its cache is by
+        object identity, never wrong), or a new one."""
+        encoder = self._encoders.get(doc_id)
+        return StateEncoder() if encoder is None else encoder
+
+    def put(self, doc: Document, encoder: StateEncoder | None = None) -> None:
+        """Keep ``doc`` (and the encoder that encoded it) unless a later version of it
+        is cached already."""
         if self._capacity == 0:
             return
         old = self._docs.get(doc.id)
@@ -49,8 +60,12 @@ class DocumentCache:
             return
         self._docs[doc.id] = doc
         self._docs.move_to_end(doc.id)
+        if encoder is not None:
+            self._encoders[doc.id] = encoder
         while len(self._docs) > self._capacity:
-            self._docs.popitem(last=False)
+            evicted, _ = self._docs.popitem(last=False)
+            self._encoders.pop(evicted, None)
 
     def discard(self, doc_id: str) -> None:
         self._docs.pop(doc_id, None)
+        self._encoders.pop(doc_id, None)

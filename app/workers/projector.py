@@ -63,13 +63,14 @@ async def fold_batch(
     out = Folded()
     bad: dict[str, Failure] = {}
     for doc_id, events in per_doc.items():
+        encoder = cache.encoder(doc_id)
         try:
-            rows = fold(starts[doc_id], events)
+            rows = fold(starts[doc_id], events, encoder)
         except Exception:  # any refusal of the projection is a dead letter, not a crash
             bad[doc_id] = _first_failure(starts[doc_id], events)
             continue
         out.rows[doc_id] = rows
-        cache.put(rows.doc)
+        cache.put(rows.doc, encoder)
     for failure in bad.values():
         shard = shard_of(failure.event.doc_id, shards)
         known = out.failures.get(shard)

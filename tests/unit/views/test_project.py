@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.domain import Document, apply_event, create_op
+from app.domain import Document, apply_event, create_op, state_to_json
 from app.store.ports import StoredEvent
-from app.views.project import decode_state, encode_state, fold
-from app.views.schema import HISTORY_EVERY
+from app.views.project import StateEncoder, decode_state, encode_state, fold, keeps_history
+from app.views.schema import HISTORY_EVERY, HISTORY_MAX_STRIDE, history_stride
 from app.views.shards import shard_of
 from tests.unit.domain.strategies import Driver
 from tests.unit.domain.support import Event, same_state
@@ -54,6 +54,70 @@ def test_fold_in_any_split_equals_the_write_side_state(data: st.DataObject) -> N
         doc, state, start = decode_state(rows.state), rows.state, end
     assert state == whole.state
     assert decode_state(whole.state) == whole.doc
+
+
+@SETTINGS
+@given(st.data())
+def test_the_encoder_gives_the_bytes_of_state_to_json(data: st.DataObject) -> None:
+    """``StateEncoder`` reused over a document's successive states (its caches by object
+    identity), a fresh one, and ``fold`` with or without one: all give
+    ``orjson.dumps(state_to_json(doc))``, byte for byte."""
+    d = Driver(data)
+    d.run(data.draw(st.integers(1, 40)))
+    events = stored(d.session.events)
+    encoder = StateEncoder()
+    doc = Document("d1")
+    for event in events:
+        doc = apply_event(doc, event.v, orjson.loads(event.op))
+        expected = orjson.dumps(state_to_json(doc))
+        assert encoder.encode(doc) == expected
+        assert encode_state(doc) == expected
+    # the decoded state (new objects, same values) through the warm encoder
+    assert encoder.encode(decode_state(encode_state(doc))) == encode_state(doc)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(events)), max_size=4))))
+    folded, start, warm = Document("d1"), 0, StateEncoder()
+    for end in [*cuts, len(events)]:
+        if end <= start:
+            continue
+        with_encoder = fold(folded, events[start:end], warm)
+        assert with_encoder.state == fold(folded, events[start:end]).state
+        assert with_encoder.state == orjson.dumps(state_to_json(with_encoder.doc))
+        folded, start = with_encoder.doc, end
+
+
+def test_history_stride_is_a_power_of_two_growing_with_the_elements() -> None:
+    assert [history_stride(n) for n in (0, 999, 1000, 1999, 2000, 3999, 4000, 10**6)] == [
+        1, 1, 2, 2, 4, 4, 8, 8,
+    ]  # fmt: skip
+    assert all(HISTORY_MAX_STRIDE % history_stride(n) == 0 for n in range(0, 20_000, 7))
+
+
+def test_large_documents_keep_fewer_history_rows() -> None:
+    """Deterministic (a function of the state at v), and a row at every multiple of
+    HISTORY_EVERY * HISTORY_MAX_STRIDE whatever the size."""
+    ops: list[Event] = [(1, "u", create_op("T"), {})]
+    ops.append((2, "u", {"kind": "layer.add", "layer": "L", "name": "L", "visible": True,
+                         "locked": False, "opacity": 1.0}, {}))  # fmt: skip
+    for v in range(3, 4 * HISTORY_MAX_STRIDE * HISTORY_EVERY):
+        element = {"kind": "element.add", "element": f"e{v}", "layer": "L", "shape": "rect",
+                   "props": {"x": v}}  # fmt: skip
+        ops.append((v, "u", element, {}))
+    events = stored(ops)
+    rows = fold(Document("d1"), events)
+    kept = [v for v, _ in rows.history]
+    # elements at v are v - 2: under 1,000 every multiple of 256 is kept, then 1 in 2...
+    assert kept[:4] == [256, 512, 768, 1024] and 1280 not in kept
+    assert 1536 in kept and 2048 in kept and 2304 not in kept and 2560 not in kept
+    for v in range(HISTORY_EVERY, len(events) + 1, HISTORY_EVERY):
+        doc = fold(Document("d1"), events[:v]).doc
+        assert (v in kept) == keeps_history(v, doc)
+        if v % (HISTORY_EVERY * HISTORY_MAX_STRIDE) == 0:
+            assert v in kept
+    # the same rows whatever the split (a rebuild folds in other batches than a worker)
+    split = fold(Document("d1"), events[:1000])
+    rest = fold(split.doc, events[1000:])
+    assert [v for v, _ in split.history + rest.history] == kept
+    assert dict(split.history + rest.history) == dict(rows.history)
 
 
 def test_history_rows_at_every_multiple_of_history_every() -> None:
