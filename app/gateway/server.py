@@ -20,12 +20,15 @@ __all__ = ["GatewayServer", "run", "serve"]
 # How long websocket sessions get to answer their ops in flight and close 1001.
 _DRAIN_SECONDS: Final = 5.0
 # The cyclic GC's thresholds once serving (CPython's default is 700, 10, 10). Each open
-# websocket holds ~100 tracked objects; with the defaults a full collection walked every
-# one of them every few seconds of traffic (66-82 ms at 1,000 connections). Young
-# collections every 50,000 net allocations stay under a few ms; full ones come rarely
-# (and CPython skips them until the objects allocated since the last one exceed a
-# quarter of the long-lived ones). What exists at startup is frozen: never walked again.
-GC_THRESHOLDS: Final = (50_000, 20, 100)
+# websocket holds ~100-200 tracked objects; with the defaults a full collection walked
+# every one of them every few seconds of traffic (65-200 ms at 500-1,000 connections).
+# What exists at startup is frozen (never walked again). Young collections stay small
+# (5,000 objects: about a millisecond); survivors move on to the old generation after
+# 10 of them, so the middle one stays small too (50,000 with (50_000, 20, 100) held a
+# connection burst's objects: a 60 ms middle collection); full collections wait for
+# 1,000 middle ones (and CPython skips them until the objects that reached the old
+# generation since the last one exceed a quarter of it).
+GC_THRESHOLDS: Final = (5_000, 10, 1_000)
 
 
 class GatewayServer(uvicorn.Server):
