@@ -12,11 +12,13 @@ nothing, even if it has not noticed yet (EVENTSTORE.md 1.3).
                                                                no lease (tests and tools)
 
 Every statement takes whole arrays (``unnest``), so a batch costs a fixed number of
-round trips whatever its size: the views are locked, the checkpoints compared and
-set (first: a lost claim then costs no view writes, and the row locks it takes
-serialize two writers of the same shard), then one statement per view and one
-``pg_notify`` naming the batch's documents (``{"docs": [...]}``; ``''``, "everyone",
-when the list is too long for a notification).
+round trips whatever its size (plus one per state of 64 KiB or more, which goes with
+scalar parameters: cheaper for PostgreSQL than an element of a ``bytea[]``): the
+views are locked, the checkpoints compared and set (first: a lost claim then costs
+no view writes, and the row locks it takes serialize two writers of the same shard),
+then one statement per view and one ``pg_notify`` naming the batch's documents
+(``{"docs": [...]}``; ``''``, "everyone", when the list is too long for a
+notification).
 """
 
 from __future__ import annotations
@@ -109,6 +111,19 @@ _HISTORY: Final = (
     "INSERT INTO read.history (doc_id, v, state)"
     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[]) ON CONFLICT DO NOTHING"
 )
+# A large state goes in a statement of its own, with scalar parameters: through
+# unnest, PostgreSQL builds the bytea[] and copies each element out of it again, which
+# cost 5 ms of 21 for a 3 MB state (docs/readside.md, "Workers"); small ones share one
+# array statement, one round trip for the lot.
+_LARGE_STATE: Final = 64 * 1024
+_DOC_STATE_ONE: Final = (
+    "INSERT INTO read.doc_state (doc_id, v, state, updated_at) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (doc_id) DO UPDATE SET v = EXCLUDED.v, state = EXCLUDED.state,"
+    " updated_at = EXCLUDED.updated_at WHERE read.doc_state.v < EXCLUDED.v"
+)
+_HISTORY_ONE: Final = (
+    "INSERT INTO read.history (doc_id, v, state) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+)
 _CHECKPOINTS: Final = (
     "SELECT view, shard, position, fencing FROM read.checkpoints WHERE status = 'running'"
 )
@@ -185,13 +200,7 @@ async def _write_rows(
     ids = sorted(docs)  # one order for every writer's row locks
     rows = [docs[doc_id] for doc_id in ids]
     if "doc_state" in views:
-        await conn.execute(
-            _DOC_STATE,
-            ids,
-            [r.doc.v for r in rows],
-            [r.state for r in rows],
-            [r.updated_at for r in rows],
-        )
+        await _write_states(conn, ids, rows)
     if "catalog" in views:
         await conn.execute(
             _CATALOG,
@@ -215,14 +224,43 @@ async def _write_rows(
                 [a.ts for _, a in activity],
             )
     if "history" in views:
-        history = [(doc_id, h) for doc_id, r in zip(ids, rows, strict=True) for h in r.history]
-        if history:
-            await conn.execute(
-                _HISTORY,
-                [doc_id for doc_id, _ in history],
-                [v for _, (v, _s) in history],
-                [state for _, (_v, state) in history],
-            )
+        await _write_history(conn, ids, rows)
+
+
+async def _write_states(conn: asyncpg.Connection, ids: list[str], rows: list[DocRows]) -> None:
+    small = [(doc_id, r) for doc_id, r in zip(ids, rows, strict=True) if not _large(r.state)]
+    for doc_id, r in zip(ids, rows, strict=True):
+        if _large(r.state):
+            await conn.execute(_DOC_STATE_ONE, doc_id, r.doc.v, r.state, r.updated_at)
+    if small:
+        await conn.execute(
+            _DOC_STATE,
+            [doc_id for doc_id, _ in small],
+            [r.doc.v for _, r in small],
+            [r.state for _, r in small],
+            [r.updated_at for _, r in small],
+        )
+
+
+async def _write_history(conn: asyncpg.Connection, ids: list[str], rows: list[DocRows]) -> None:
+    small: list[tuple[str, int, bytes]] = []
+    for doc_id, r in zip(ids, rows, strict=True):
+        for v, state in r.history:
+            if _large(state):
+                await conn.execute(_HISTORY_ONE, doc_id, v, state)
+            else:
+                small.append((doc_id, v, state))
+    if small:
+        await conn.execute(
+            _HISTORY,
+            [doc_id for doc_id, _, _ in small],
+            [v for _, v, _ in small],
+            [state for _, _, state in small],
+        )
+
+
+def _large(state: bytes) -> bool:
+    return len(state) >= _LARGE_STATE
 
 
 def group_claims(rows: Mapping[tuple[View, int], Claim]) -> list[ClaimGroup]:

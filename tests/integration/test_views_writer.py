@@ -170,3 +170,30 @@ async def test_the_state_columns_are_compressed_with_lz4(store: PostgresStore) -
         ("doc_state", "l"),
         ("history", "l"),
     }
+
+
+async def test_large_states_go_in_statements_of_their_own(
+    handler: CommandHandler, store: PostgresStore
+) -> None:
+    """States of 64 KiB and more are written with scalar parameters, the others in the
+    array statement, in the same batch: every view is still exact, history included."""
+    await create_docs(handler, ["big", "small"])
+    filler = "x" * 1000
+    for i in range(HISTORY_EVERY + 5):
+        op = {"kind": "element.add", "element": f"e{i}", "layer": "L1", "shape": "text",
+              "props": {"text": filler}}  # fmt: skip
+        await handler.submit("big", "alice", "owner", f"e{i}", op)
+        await handler.submit(
+            "small", "alice", "owner", f"r{i}", {"kind": "doc.rename", "title": f"t{i}"}
+        )
+    assert await catch_up(store.pool, batch=300) == await store.head()
+    async with store.pool.acquire() as conn:
+        await wait_caught_up(conn, within=0)
+        assert await assert_views_exact(conn) == 2
+        sizes = await conn.fetch(
+            "SELECT doc_id, length(state) AS n FROM read.history ORDER BY doc_id"
+        )
+        assert [(r["doc_id"], r["n"] >= 64 * 1024) for r in sizes] == [
+            ("big", True),
+            ("small", False),
+        ]
