@@ -25,12 +25,13 @@ __all__ = [
 ]
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
+_NO_NUL = r"\A[^\x00]*\Z"  # PostgreSQL text cannot hold a NUL
 
 T = TypeVar("T")
 
 
 class CreateDocument(msgspec.Struct, forbid_unknown_fields=True):
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
     id: Annotated[str, msgspec.Meta(pattern=_ID)] | None = None
 
 
@@ -44,7 +45,7 @@ class MemberRole(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class NameVersion(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
 
 
 class RestoreTo(msgspec.Struct, forbid_unknown_fields=True):

@@ -47,7 +47,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.config import Settings
-from app.domain import Role, WriteModel, evolve, state_to_json
+from app.domain import Role, WriteModel, evolve, state_to_json, valid_id
 from app.errors import AppError, Unauthenticated
 from app.gateway.direct import EXTENSION, DirectWrite, frame_of
 from app.gateway.fanout import Fanout, wire
@@ -369,7 +369,8 @@ class Connection:
             self.perform(self.session.close(CloseCode.RATE_LIMITED, reason))
             return
         self._counted = identity.user
-        row = await store.get_document(self.doc_id)
+        # An id no document can have (a NUL, say, which PostgreSQL text cannot hold).
+        row = await store.get_document(self.doc_id) if valid_id(self.doc_id) else None
         if row is None:
             self.perform(self.session.close(CloseCode.NOT_FOUND, "no such document"))
             return
