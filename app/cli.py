@@ -9,6 +9,7 @@
     python -m app settings    print every setting as a markdown table
     python -m app rebuild     rebuild views from the events, blue-green (VIEW... or --all)
     python -m app verify      replay every stream; check I2, I5, I6; non-zero on a difference
+    python -m app loadtest    load-test a deployment by URL (docs/loadtest.md)
 
 Each runner is imported inside its branch, so a command only pays for what it uses and
 a broken layer does not take the others down with it. A bad setting is a one-line
@@ -73,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--max-diffs", type=int, default=10, help="differences listed per check (10)"
     )
+    from app.loadtest.cli import add_arguments as loadtest_arguments
+
+    loadtest_arguments(
+        sub.add_parser("loadtest", help="load-test a deployment by URL (docs/loadtest.md)")
+    )
     return parser
 
 
@@ -130,6 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m app`` and the ``atelier`` script; returns the exit status."""
     args = _parser().parse_args(argv)
     command: str = args.command
+    if command == "loadtest":  # a client of any deployment: no server settings needed
+        from app.loadtest.cli import run as loadtest
+
+        try:
+            return loadtest(args)
+        except KeyboardInterrupt:
+            return 130
     if command == "settings":
         try:
             print(settings_table(), flush=True)
