@@ -144,7 +144,8 @@ class Connection:
         self.perform(self.session.drain(reason))
 
     async def run(self) -> None:
-        self._timer = self.loop.call_later(self.config.hello_timeout, self._hello_expired)
+        if self._timer is None:  # else a close came first: its deadline runs
+            self._timer = self.loop.call_later(self.config.hello_timeout, self._hello_expired)
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
