@@ -77,6 +77,22 @@ def test_the_least_recently_used_document_goes_first() -> None:
     assert len(cache) == 1
 
 
+def test_each_document_keeps_its_encoder_until_it_leaves_the_cache() -> None:
+    cache = DocumentCache(2)
+    encoder = cache.encoder("a")
+    assert cache.encoder("a") is not encoder  # not kept before the document is
+    cache.put(doc("a", 1), encoder)
+    assert cache.encoder("a") is encoder
+    cache.put(doc("a", 2))  # a later version without one: the encoder stays
+    assert cache.encoder("a") is encoder
+    cache.put(doc("b", 1), cache.encoder("b"))
+    cache.put(doc("c", 1), cache.encoder("c"))  # evicts a, and its encoder
+    assert cache.encoder("a") is not encoder
+    kept = cache.encoder("c")
+    cache.discard("c")
+    assert cache.encoder("c") is not kept
+
+
 def test_a_zero_capacity_cache_keeps_nothing() -> None:
     cache = DocumentCache(0)
     cache.put(doc("a", 1))
