@@ -379,7 +379,14 @@ class Process:
         sec = max(0, (now - self.start_ns) // 1_000_000_000)
         bin_ = self.series.get(sec)
         if bin_ is None:
-            bin_ = self.series[sec] = {"ops": 0, "acks": 0, "del": 0, "h": Histogram()}
+            bin_ = self.series[sec] = {
+                "ops": 0,
+                "acks": 0,
+                "del": 0,
+                "pres": 0,
+                "h": Histogram(),
+                "ph": Histogram(),
+            }
         return bin_
 
     def error(self, code: str) -> None:
@@ -411,8 +418,12 @@ class Process:
 
     def presence_seen(self, due: int, now: int) -> None:
         if due >= self.measure_from:
-            self.presence_lat.record((now - due) // 1000)
+            us = (now - due) // 1000
+            self.presence_lat.record(us)
             self.presences += 1
+            bin_ = self._second(now)
+            bin_["pres"] += 1
+            bin_["ph"].record(us)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -501,7 +512,10 @@ class Process:
         return make_op(client.spec.cid, client.spec.element, n)
 
     def tick(self) -> dict[str, Any]:
-        bins = {str(sec): {**b, "h": b["h"].to_json()} for sec, b in sorted(self.series.items())}
+        bins = {
+            str(sec): {**b, "h": b["h"].to_json(), "ph": b["ph"].to_json()}
+            for sec, b in sorted(self.series.items())
+        }
         self.series = {}
         return {
             "connected": sum(1 for c in self.clients if c.sock is not None),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html as _html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -69,7 +69,7 @@ def _y(value: float, y_max: float) -> float:
 
 
 def line_chart(
-    title: str, x_label: str, y_label: str, series: dict[str, Sequence[tuple[float, float]]]
+    title: str, x_label: str, y_label: str, series: Mapping[str, Sequence[tuple[float, float]]]
 ) -> str:
     """Lines over a shared x axis; one legend entry per series."""
     points = [p for values in series.values() for p in values]
@@ -133,9 +133,79 @@ def _summary_row(name: str, s: dict[str, Any]) -> str:
     return f"<tr><th>{_esc(name)}</th>{cells}</tr>"
 
 
+def _latency_charts(result: dict[str, Any], series: list[dict[str, Any]]) -> list[str]:
+    charts: list[str] = []
+    if any(p["deliveries"] for p in series):
+        quantiles = ("p50", "p90", "p99", "max")
+        charts.append(
+            line_chart(
+                "Edit-to-delivery latency per second",
+                "seconds",
+                "ms",
+                {q: [(p["t"], p[q]) for p in series if p["deliveries"]] for q in quantiles},
+            )
+        )
+        charts.append(bar_chart("Latency histogram", "ms", "deliveries", result["histogram_ms"]))
+    if any(p["presence"] for p in series):
+        keys = ("p50", "p99", "max")
+        charts.append(
+            line_chart(
+                "Presence delivery latency per second",
+                "seconds",
+                "ms",
+                {q: [(p["t"], p[f"presence_{q}"]) for p in series if p["presence"]] for q in keys},
+            )
+        )
+        charts.append(
+            bar_chart(
+                "Presence latency histogram", "ms", "deliveries", result["presence_histogram_ms"]
+            )
+        )
+    if result["welcome_histogram_ms"]:
+        charts.append(
+            bar_chart(
+                "Welcome after the start (join-storm)",
+                "ms",
+                "clients",
+                result["welcome_histogram_ms"],
+            )
+        )
+    return charts
+
+
+def _charts(result: dict[str, Any]) -> list[str]:
+    """The plots that have data in this run."""
+    series = result["series"]
+    charts = _latency_charts(result, series)
+    if series:
+        charts.append(
+            line_chart(
+                "Throughput per second",
+                "seconds",
+                "per second",
+                {
+                    "deliveries": [(p["t"], p["deliveries"]) for p in series],
+                    "ops sent": [(p["t"], p["ops"]) for p in series],
+                    "acks": [(p["t"], p["acks"]) for p in series],
+                    "presence": [(p["t"], p["presence"]) for p in series],
+                },
+            )
+        )
+    server = result["server"]["series"]
+    if server:
+        pids = sorted({pid for p in server for pid in p["rss_kib"]})
+        cpu = {pid: [(p["t"], p["cpu"][pid]) for p in server if pid in p["cpu"]] for pid in pids}
+        rss = {
+            pid: [(p["t"], p["rss_kib"][pid] / 1024) for p in server if pid in p["rss_kib"]]
+            for pid in pids
+        }
+        charts.append(line_chart("Server CPU (% of one core)", "seconds", "%", cpu))
+        charts.append(line_chart("Server RSS", "seconds", "MiB", rss))
+    return charts
+
+
 def html(result: dict[str, Any]) -> str:
     stats, corr = result["stats"], result["correctness"]
-    series = result["series"]
     ok = corr["ok"] and all(b["met"] for b in result["bounds"].values())
     verdict = (
         '<p class="ok">Correctness: OK</p>'
@@ -157,50 +227,7 @@ def html(result: dict[str, Any]) -> str:
         + "".join(_summary_row(n, s) for n, s in latencies if s["count"])
         + "</table>"
     )
-    charts = [
-        line_chart(
-            "Edit-to-delivery latency per second",
-            "seconds",
-            "ms",
-            {
-                q: [(p["t"], p[q]) for p in series if p["deliveries"]]
-                for q in ("p50", "p90", "p99", "max")
-            },
-        ),
-        bar_chart("Latency histogram", "ms", "deliveries", result["histogram_ms"]),
-        line_chart(
-            "Throughput per second",
-            "seconds",
-            "per second",
-            {
-                "deliveries": [(p["t"], p["deliveries"]) for p in series],
-                "ops sent": [(p["t"], p["ops"]) for p in series],
-                "acks": [(p["t"], p["acks"]) for p in series],
-            },
-        ),
-    ]
-    server = result["server"]["series"]
-    if server:
-        pids = sorted({pid for p in server for pid in p["rss_kib"]})
-        charts.append(
-            line_chart(
-                "Server CPU (% of one core)",
-                "seconds",
-                "%",
-                {pid: [(p["t"], p["cpu"][pid]) for p in server if pid in p["cpu"]] for pid in pids},
-            )
-        )
-        charts.append(
-            line_chart(
-                "Server RSS",
-                "seconds",
-                "MiB",
-                {
-                    pid: [(p["t"], p["rss_kib"][pid] / 1024) for p in server if pid in p["rss_kib"]]
-                    for pid in pids
-                },
-            )
-        )
+    charts = _charts(result)
     config = result["config"]
     head = [
         ("scenario", result["scenario"]),

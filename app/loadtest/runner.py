@@ -173,12 +173,13 @@ class Fleet:
             h = Histogram.from_json(b["h"])
             self.running.merge(h)
             into = self.series.setdefault(
-                int(sec), {"ops": 0, "acks": 0, "del": 0, "h": Histogram()}
+                int(sec),
+                {"ops": 0, "acks": 0, "del": 0, "pres": 0, "h": Histogram(), "ph": Histogram()},
             )
-            into["ops"] += b["ops"]
-            into["acks"] += b["acks"]
-            into["del"] += b["del"]
+            for key in ("ops", "acks", "del", "pres"):
+                into[key] += b[key]
             into["h"].merge(h)
+            into["ph"].merge(Histogram.from_json(b["ph"]))
 
     def line(self) -> None:
         t = (time.monotonic_ns() - self.start_ns) / 1e9 if self.start_ns else 0.0
@@ -434,6 +435,7 @@ def assemble(
         "deliveries": sum(d["deliveries"] for d in done),
         "deliveries_per_s": round(sum(d["deliveries"] for d in done) / counted, 1),
         "presence_deliveries": sum(d["presences"] for d in done),
+        "resumes": sum(c["resumes"] for c in clients),
         "errors": dict(errors),
         "latency_ms": hist["latency"].summary(),
         "ack_ms": hist["ack"].summary(),
@@ -459,6 +461,8 @@ def assemble(
             "acks": b["acks"],
             "deliveries": b["del"],
             **{k: b["h"].summary()[k] for k in ("p50", "p90", "p99", "max")},
+            "presence": b["pres"],
+            **{f"presence_{k}": b["ph"].summary()[k] for k in ("p50", "p99", "max")},
         }
         for sec, b in sorted(fleet.series.items())
     ]
@@ -481,6 +485,8 @@ def assemble(
         "correctness": correctness,
         "final_versions": dict(list(final_v.items())[:50]),
         "histogram_ms": [[v / 1000, n] for v, n in hist["latency"].buckets()],
+        "presence_histogram_ms": [[v / 1000, n] for v, n in hist["presence"].buckets()],
+        "welcome_histogram_ms": [[v / 1000, n] for v, n in hist["storm"].buckets()],
         "series": series,
         "server": {
             "series": fleet.sampler.series if fleet.sampler else [],
