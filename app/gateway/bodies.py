@@ -49,7 +49,7 @@ class NameVersion(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RestoreTo(msgspec.Struct, forbid_unknown_fields=True):
-    v: Annotated[int, msgspec.Meta(ge=1)]
+    v: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]  # a version is a bigint
 
 
 async def read_body(request: Request, limit: int) -> bytes:

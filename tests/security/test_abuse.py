@@ -310,3 +310,21 @@ async def test_a_flood_of_http_ops_is_rate_limited_429(make_gateway: Any) -> Non
             for i in range(40)
         ]
     assert 429 in codes, codes
+
+
+async def test_huge_integers_in_bodies_and_queries_are_400_never_500(gateway: Gateway) -> None:
+    await build(gateway)
+    huge = str(2**70)
+    async with gateway.client("alice") as alice:
+        r = await alice.post(
+            "/api/documents/a1/restore",
+            content='{"v": ' + huge + "}",
+            headers={"content-type": "application/json"},
+        )
+        assert (r.status_code, r.json()["code"]) == (400, "invalid"), r.text
+        for query in ("?at=" + huge, "/events?after=" + huge, "/diff?from=1&to=" + huge):
+            r = await alice.get("/api/documents/a1" + query)
+            assert (r.status_code, r.json()["code"]) == (400, "invalid"), (query, r.text)
+        big = {"kind": "layer.move", "layer": "L1", "index": 2**70}
+        r = await alice.post("/api/documents/a1/ops", json={"id": "big", "op": big})
+        assert r.status_code < 500, r.text
