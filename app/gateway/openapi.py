@@ -55,6 +55,7 @@ _DOC = {"name": "doc_id", "in": "path", "required": True, "schema": {"type": "st
 _USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 _V = _obj({"v": {"type": "integer"}}, ["v"])
+_MAX_V = 2**63 - 1  # versions are PostgreSQL bigints
 
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -153,11 +154,17 @@ SPEC: dict[str, Any] = {
                 "security": _SECURED,
                 "parameters": [
                     _DOC,
-                    _query("at", "the state as it was at this version (1..v)", minimum=1),
+                    _query(
+                        "at",
+                        "the state as it was at this version (1..v)",
+                        minimum=1,
+                        maximum=_MAX_V,
+                    ),
                     _query(
                         "min_v",
                         "wait (at most 5 s, then 504) until the read side has this version",
                         minimum=0,
+                        maximum=_MAX_V,
                     ),
                 ],
                 "responses": {
@@ -182,7 +189,12 @@ SPEC: dict[str, Any] = {
                 "security": _SECURED,
                 "parameters": [
                     _DOC,
-                    _query("after", "events with a version above this (default 0)", minimum=0),
+                    _query(
+                        "after",
+                        "events with a version above this (default 0)",
+                        minimum=0,
+                        maximum=_MAX_V,
+                    ),
                     _query("limit", "page size, 1..1000 (default 100)", minimum=1, maximum=1000),
                 ],
                 "responses": {
@@ -209,8 +221,8 @@ SPEC: dict[str, Any] = {
                 "security": _SECURED,
                 "parameters": [
                     _DOC,
-                    _query("from", "a version (1..v)", required=True, minimum=1),
-                    _query("to", "a version (1..v)", required=True, minimum=1),
+                    _query("from", "a version (1..v)", required=True, minimum=1, maximum=_MAX_V),
+                    _query("to", "a version (1..v)", required=True, minimum=1, maximum=_MAX_V),
                 ],
                 "responses": {
                     "200": _json(
@@ -359,7 +371,9 @@ SPEC: dict[str, Any] = {
                 "summary": "Append a restore event that brings the state back to version v",
                 "security": _SECURED,
                 "parameters": [_DOC],
-                "requestBody": _body(_obj({"v": {"type": "integer", "minimum": 1}}, ["v"])),
+                "requestBody": _body(
+                    _obj({"v": {"type": "integer", "minimum": 1, "maximum": _MAX_V}}, ["v"])
+                ),
                 "responses": {"200": _json(_V, "restored"), **_errors(400, 401, 403, 404, 503)},
             }
         },
