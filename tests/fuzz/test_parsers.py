@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -244,6 +245,8 @@ def test_decide_and_apply_on_random_ops(ops: list[Any], role: Any) -> None:
             assert dict(model.histories) == histories
             continue
         assert role != "viewer"
+        orjson.dumps(decision.op)  # what is stored: encodable, whatever came in
+        orjson.dumps(decision.effect)
         after = evolve(model, model.v + 1, "alice", decision.op, decision.effect)
         # a client's apply of the event gives the server's state
         client = apply(model.doc, json.loads(json.dumps(decision.op)))
