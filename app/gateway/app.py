@@ -13,7 +13,7 @@ from app.config import Settings
 from app.errors import AppError
 from app.gateway import assets, documents, openapi, queries, system, web, ws
 from app.gateway.middleware import AccessLog
-from app.gateway.responses import error_response
+from app.gateway.responses import error_response, json_response
 from app.gateway.services import lifespan
 
 __all__ = ["create_app"]
@@ -39,7 +39,9 @@ async def _app_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "invalid")
-    return error_response(code, str(exc.detail), exc.status_code)
+    # The exception's headers are kept: a 405's Allow (RFC 9110 15.5.6).
+    body = {"code": code, "message": str(exc.detail)}
+    return json_response(body, exc.status_code, headers=dict(exc.headers or {}))
 
 
 async def _internal(request: Request, exc: Exception) -> Response:

@@ -328,3 +328,11 @@ async def test_huge_integers_in_bodies_and_queries_are_400_never_500(gateway: Ga
         big = {"kind": "layer.move", "layer": "L1", "index": 2**70}
         r = await alice.post("/api/documents/a1/ops", json={"id": "big", "op": big})
         assert r.status_code < 500, r.text
+
+
+async def test_an_undeclared_method_is_405_with_allow(gateway: Gateway) -> None:
+    async with gateway.client("alice") as alice:
+        for method, path in (("TRACE", "/api/documents"), ("PATCH", "/api/documents/a1/ops")):
+            r = await alice.request(method, path)
+            assert (r.status_code, r.json()["code"]) == (405, "invalid"), r.text
+            assert "POST" in r.headers["allow"]
