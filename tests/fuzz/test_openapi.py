@@ -29,6 +29,9 @@ from tests.fuzz.budget import examples
 schema = schemathesis.openapi.from_dict(SPEC)
 DOC = "fz1"
 CHECKS = [
+    checks.ignored_auth,  # an operation answers without the token: a finding
+    checks.response_headers_conformance,
+    checks.unsupported_method,  # 405 with Allow for methods the spec does not list
     checks.not_a_server_error,
     checks.status_code_conformance,
     checks.content_type_conformance,
