@@ -529,8 +529,12 @@ class Process:
         }
 
     async def ticker(self) -> None:
+        """A tick just after each whole second of the run (the parent prints later)."""
+        k = 1
         while True:
-            await asyncio.sleep(TICK_S)
+            at = self.start_ns + int((k * TICK_S + 0.02) * 1e9)
+            k += 1
+            await asyncio.sleep(max(0, at - time.monotonic_ns()) / 1e9)
             self.conn.send(("tick", self.tick()))
 
     async def wait_for(self, done: Callable[[], bool], seconds: float) -> bool:

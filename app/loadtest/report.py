@@ -178,19 +178,16 @@ def _charts(result: dict[str, Any]) -> list[str]:
     series = result["series"]
     charts = _latency_charts(result, series)
     if series:
-        charts.append(
-            line_chart(
-                "Throughput per second",
-                "seconds",
-                "per second",
-                {
-                    "deliveries": [(p["t"], p["deliveries"]) for p in series],
-                    "ops sent": [(p["t"], p["ops"]) for p in series],
-                    "acks": [(p["t"], p["acks"]) for p in series],
-                    "presence": [(p["t"], p["presence"]) for p in series],
-                },
-            )
-        )
+        received = {
+            "deliveries": [(p["t"], p["deliveries"]) for p in series],
+            "presence": [(p["t"], p["presence"]) for p in series],
+        }
+        sent = {
+            "ops sent": [(p["t"], p["ops"]) for p in series],
+            "acks": [(p["t"], p["acks"]) for p in series],
+        }
+        charts.append(line_chart("Deliveries per second", "seconds", "per second", received))
+        charts.append(line_chart("Ops and acks per second", "seconds", "per second", sent))
     server = result["server"]["series"]
     if server:
         pids = sorted({pid for p in server for pid in p["rss_kib"]})
@@ -201,6 +198,11 @@ def _charts(result: dict[str, Any]) -> list[str]:
         }
         charts.append(line_chart("Server CPU (% of one core)", "seconds", "%", cpu))
         charts.append(line_chart("Server RSS", "seconds", "MiB", rss))
+    generator = result.get("generator", {}).get("series") or []
+    if generator:
+        pids = sorted({pid for p in generator for pid in p["cpu"]})
+        cpu = {pid: [(p["t"], p["cpu"][pid]) for p in generator if pid in p["cpu"]] for pid in pids}
+        charts.append(line_chart("Load generator CPU per client process", "seconds", "%", cpu))
     return charts
 
 

@@ -123,7 +123,6 @@ class Fleet:
         self.running = Histogram()  # deliveries so far, for the progress line
         self.sampler: Sampler | None = None
         self.start_ns = 0
-        self._printed: tuple[float, int, int] = (0.0, 0, 0)
         for plan in plans:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=child_main, args=(child, plan), daemon=True)
@@ -131,19 +130,20 @@ class Fleet:
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)
+        self.generator = Sampler([p.pid for p in self.procs if p.pid is not None])
 
     def collect(self, want: str, timeout: float) -> list[Any]:
         """The ``want`` message of every process (in order), handling ticks meanwhile."""
         got: dict[int, Any] = {}
         deadline = time.monotonic() + timeout
-        next_line = time.monotonic() + 1.0
+        next_line = self.next_line()
         while len(got) < len(self.conns):
             now = time.monotonic()
             if now > deadline:
                 raise RunFailed(f"client processes did not report {want!r} in {timeout:.0f} s")
             if now >= next_line:
                 self.line()
-                next_line = now + 1.0
+                next_line = self.next_line()
             waiting = [c for i, c in enumerate(self.conns) if i not in got]
             for ready in wait(waiting, timeout=min(deadline, next_line) - now):
                 assert isinstance(ready, Connection)
@@ -162,6 +162,14 @@ class Fleet:
                 else:
                     raise RunFailed(f"client process {i}: {kind!r} while waiting for {want!r}")
         return [got[i] for i in range(len(self.conns))]
+
+    def next_line(self) -> float:
+        """When to print: 0.2 s after the clients' ticks of each whole second of the run."""
+        now = time.monotonic()
+        if not self.start_ns:
+            return now + 1.0
+        ahead = (now * 1e9 - self.start_ns) / 1e9 - 0.2
+        return now + (1.0 - ahead % 1.0 if ahead >= 0 else -ahead)
 
     def send(self, *message: Any) -> None:
         for conn in self.conns:
@@ -182,25 +190,26 @@ class Fleet:
             into["ph"].merge(Histogram.from_json(b["ph"]))
 
     def line(self) -> None:
+        """One progress line: the last whole second's ops and deliveries (by the
+        clients' clocks), the p99 so far, connections and errors now."""
         t = (time.monotonic_ns() - self.start_ns) / 1e9 if self.start_ns else 0.0
         ticks = list(self.latest.values())
         connected = sum(d["connected"] for d in ticks)
-        sent = sum(d["sent"] for d in ticks)
-        delivered = sum(d["deliveries"] for d in ticks)
         errors = sum(sum(d["errors"].values()) for d in ticks)
-        last_t, last_sent, last_del = self._printed
-        span = max(t - last_t, 1e-3)
-        ops_s, del_s = (sent - last_sent) / span, (delivered - last_del) / span
-        self._printed = (t, sent, delivered)
+        last = self.series.get(int(t) - 1, {}) if self.start_ns else {}
         server = ""
         if self.sampler is not None and (point := self.sampler.sample(t)) is not None:
             cpu = sum(point["cpu"].values())
             rss = sum(point["rss_kib"].values()) / 1024
             server = f"  server cpu {cpu:.0f}% rss {rss:.0f} MiB"
+        generator = ""
+        if self.start_ns and (point := self.generator.sample(t)) is not None:
+            generator = f"  generator cpu {max(point['cpu'].values(), default=0):.0f}% (busiest)"
         self.progress(
-            f"[{t:6.1f}s] clients {connected}/{self.total}  ops/s {ops_s:,.0f}  "
-            f"deliveries/s {del_s:,.0f}  p99 {self.running.percentile(0.99) / 1000:.1f} ms  "
-            f"errors {errors}{server}"
+            f"[{t:6.1f}s] clients {connected}/{self.total}  ops/s {last.get('ops', 0):,}  "
+            f"deliveries/s {last.get('del', 0):,}  presence/s {last.get('pres', 0):,}  "
+            f"p99 {self.running.percentile(0.99) / 1000:.1f} ms  errors {errors}"
+            f"{server}{generator}"
         )
 
     def stop(self) -> None:
@@ -492,6 +501,7 @@ def assemble(
             "series": fleet.sampler.series if fleet.sampler else [],
             "summary": fleet.sampler.summary() if fleet.sampler else {},
         },
+        "generator": {"series": fleet.generator.series, "summary": fleet.generator.summary()},
     }
 
 
@@ -516,6 +526,13 @@ def finish(result: dict[str, Any], paths: tuple[Path, Path], say: Callable[[str]
         f"{s['ack_ms']['p99']} ms; errors {s['errors'] or 0}",
         flush=True,
     )
+    busiest = max((g["cpu_mean"] or 0 for g in result["generator"]["summary"].values()), default=0)
+    if busiest > 85:
+        print(
+            f"WARNING: a client process used {busiest:.0f}% of a core: the generator may be "
+            "the bottleneck; add --processes or run it on another machine",
+            flush=True,
+        )
     if s["presence_ms"]["count"]:
         p = s["presence_ms"]
         print(f"presence: {p['count']:,} deliveries, p50 {p['p50']} p99 {p['p99']} ms")

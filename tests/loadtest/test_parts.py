@@ -90,4 +90,4 @@ def test_the_report_is_one_page_without_scripts() -> None:
         "server": {"series": [{"t": 1, "cpu": {"9": 50.0}, "rss_kib": {"9": 2048}}]},
     }  # fmt: skip
     page = html(result)
-    assert page.count("<svg") == 5 and "<script" not in page and "passed" in page
+    assert page.count("<svg") == 6 and "<script" not in page and "passed" in page
