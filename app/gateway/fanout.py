@@ -32,6 +32,7 @@ reach back that far, the caller reads them from PostgreSQL and joins again.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
@@ -58,6 +59,16 @@ _READ_COUNT: Final = 500
 _BACKOFF_MIN: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
 _STOP_WAIT: Final = 0.5
+
+
+def _commit_ms(event: WireEvent) -> int:
+    """The event's ``ts`` (epoch ms, set at commit), read off the end of its encoded body
+    (``encode_event`` writes ``ts`` last) without parsing it; 0 when it is not there."""
+    _, sep, tail = event.body.rpartition(',"ts":')
+    try:
+        return int(tail[:-1]) if sep else 0
+    except ValueError:
+        return 0
 
 
 def wire(event: StoredEvent) -> WireEvent:
@@ -136,6 +147,9 @@ class Channel:
                 # sees a gap at its next delivery and closes 1011 (Session.deliver).
                 log.exception("fanout sink failed", doc=self.doc_id)
         metrics.ws_deliveries_total.inc(len(sinks))
+        committed = _commit_ms(run[-1])
+        if committed:
+            metrics.ws_fanout_seconds.observe(max(0.0, time.time() - committed / 1000))
 
     def join(self, sink: Sink, v: int) -> bool:
         """Add ``sink``, which has every event up to ``v``. False when the events between

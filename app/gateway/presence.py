@@ -193,6 +193,7 @@ class PresenceHub:
     def update(self, doc_id: str, session_id: str, user: str, name: str, state: str | None) -> None:
         """A local session's presence (``None``: it left); published at the next tick."""
         frame = messages.presence(session_id, user, name, state)
+        metrics.ws_presence_updates_total.inc()
         self._outbox.setdefault(doc_id, {})[session_id] = frame
         self._wake.set()
 

@@ -55,6 +55,9 @@ names below are what the code uses:
     worker_cas_failures_total      batches refused by the checkpoint compare-and-set
     worker_dead_letters_total{view,shard}
                                    events a projection could not apply (shard paused)
+    ws_fanout_seconds              commit (the event's ts) to the last local socket
+                                   write of its run, per gateway process
+    ws_presence_updates_total      presence updates accepted from local sessions
     ws_presence_expired_total      presence of peers on other gateway processes dropped
                                    for want of a liveness line (their process died or
                                    was cut off from Redis for longer than the TTL)
@@ -284,6 +287,18 @@ ws_send_queue_max: Final = Gauge(
     registry=REGISTRY,
 )
 
+ws_fanout_seconds: Final = Histogram(
+    "atelier_ws_fanout_seconds",
+    "From an event's commit (its ts) to the last local socket write of its run, per"
+    " gateway process (across hosts this includes their clock difference).",
+    buckets=_SECONDS,
+    registry=REGISTRY,
+)
+ws_presence_updates_total: Final = Counter(
+    "atelier_ws_presence_updates",
+    "Presence updates accepted from local sessions (before per-tick coalescing).",
+    registry=REGISTRY,
+)
 ws_presence_expired_total: Final = Counter(
     "atelier_ws_presence_expired",
     "Presence of peers on other gateway processes dropped for want of a liveness line.",
