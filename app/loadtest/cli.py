@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["DEFAULTS", "add_arguments", "main", "run"]
 
-SCENARIOS = ("hot-doc", "many-docs", "join-storm", "presence", "reconnect")
+SCENARIOS = ("hot-doc", "many-docs", "join-storm", "presence", "reconnect", "soak", "max")
 
 # Each scenario's knobs and their defaults (the standard set).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -25,17 +25,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "join-storm": {"clients": 500, "elements": 5000},
     "presence": {"clients": 50, "hz": 10.0},
     "reconnect": {"viewers": 20, "editors": 5, "rate": 20.0, "drop_every": 2.0},
+    "soak": {"docs": 20, "editors": 2, "viewers": 5, "rate": 1.0, "hz": 2.0, "drop_every": 30.0},
+    "max": {
+        "docs": 10,
+        "editors": 1,
+        "viewers": 0,
+        "rate": 500.0,
+        "factor": 1.5,
+        "bound_ms": 50.0,
+        "steps": 8,
+    },
 }
 
 KNOB_HELP = {
     "viewers": "viewers (per document in many-docs)",
     "editors": "editors (per document in many-docs)",
-    "rate": "ops/s: in total (hot-doc, reconnect) or per editor (many-docs)",
+    "rate": "ops/s: in total (hot-doc, reconnect; max: the first step) or per editor "
+    "(many-docs, soak)",
     "docs": "documents (many-docs)",
     "clients": "clients (join-storm, presence)",
     "elements": "elements of the document (join-storm)",
     "hz": "cursor moves a second per client (presence)",
-    "drop_every": "seconds between a client's drops and resumes (reconnect)",
+    "drop_every": "seconds between a client's drops and resumes (reconnect, soak)",
+    "factor": "max: each step's rate is the last one's times this",
+    "bound_ms": "max: the p99 (ack and delivery) a step must keep",
+    "steps": "max: at most this many steps",
 }
 
 
@@ -70,7 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server processes on this machine to sample (CPU, RSS) from /proc",
     )
     for knob, text in KNOB_HELP.items():
-        kind = int if knob in ("viewers", "editors", "docs", "clients", "elements") else float
+        kind = (
+            int if knob in ("viewers", "editors", "docs", "clients", "elements", "steps") else float
+        )
         parser.add_argument(f"--{knob.replace('_', '-')}", type=kind, help=text)
     parser.add_argument(
         "--bound", type=float, default=2.0, help="join-storm: every welcome within S s (2)"
@@ -103,6 +119,8 @@ def _validate(args: argparse.Namespace, knobs: dict[str, Any]) -> str | None:
     for knob, value in knobs.items():
         if value <= 0 and not (knob == "viewers" and value == 0):
             return f"--{knob.replace('_', '-')} must be positive"
+    if args.scenario == "max" and knobs["factor"] <= 1:
+        return "--factor must be above 1"
     if args.duration <= 0 or args.processes < 1:
         return "--duration and --processes must be positive"
     if not 0 <= args.warmup < args.duration:

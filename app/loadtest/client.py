@@ -232,6 +232,7 @@ class Client:
         self.foldable = True
         self.welcome_elements = -1
         self.peers: dict[int, int] = {}  # presence: peer cid -> highest n received
+        self.timed: set[int] = set()  # peers heard from since the last welcome
         self.presence_n = 0
         self.resumes = 0
         self.skipped = 0  # versions a resume's state covered instead of events
@@ -261,6 +262,7 @@ class Client:
 
     def welcome(self, msg: dict[str, Any], now: int) -> None:
         v = int(msg["v"])
+        self.timed = set()
         state = msg.get("state")
         if self.first_v < 0:
             self.first_v = self.last_v = v
@@ -304,9 +306,14 @@ class Client:
         if not isinstance(state, dict) or "c" not in state:
             return
         peer, n = int(state["c"]), int(state["n"])
-        if n > self.peers.get(peer, -1):
-            self.peers[peer] = n
-        self.proc.presence_seen(int(state["t"]), now)
+        if n <= self.peers.get(peer, -1):
+            return
+        self.peers[peer] = n
+        # The first presence of a peer after a welcome is its current state, sent on
+        # join: a fresh move only if the peer was already timed on this connection.
+        if peer in self.timed:
+            self.proc.presence_seen(int(state["t"]), now)
+        self.timed.add(peer)
 
     def lost(self, sock: Socket, code: int) -> None:
         if sock is self.sock and not sock.closing:
@@ -576,7 +583,7 @@ class Process:
         await self.close_all()
         self.conn.send(("done", result))
 
-    def caught_up(self, final_v: dict[str, int], final_n: dict[int, int]) -> bool:
+    def caught_up(self, final_v: dict[str, int], final_n: dict[str, dict[int, int]]) -> bool:
         for c in self.clients:
             if c.sock is None:
                 continue
@@ -584,7 +591,7 @@ class Process:
             if goal is not None and c.last_v < goal:
                 return False
             if c.spec.presence_hz:
-                for peer, n in final_n.items():
+                for peer, n in final_n.get(c.spec.doc, {}).items():
                     if peer != c.spec.cid and n and c.peers.get(peer, -1) < n:
                         return False
         return True

@@ -248,6 +248,24 @@ def html(result: dict[str, Any]) -> str:
         ("errors", orjson.dumps(stats["errors"]).decode()),
         ("bounds", orjson.dumps(result["bounds"]).decode()),
     ]
+    steps = ""
+    if "max" in result:
+        rows = "".join(
+            f"<tr><td>{s['rate']}</td><td>{s['acked_per_s']}</td><td>{s['ack_p99_ms']}</td>"
+            f"<td>{s['delivery_p99_ms']}</td><td>{_esc(s['errors'])}</td>"
+            f"<td>{'yes' if s['ok'] else 'no'}</td></tr>"
+            for s in result["max"]["steps"]
+        )
+        curve = {
+            "ack p99": [(s["rate"], s["ack_p99_ms"]) for s in result["max"]["steps"]],
+            "delivery p99": [(s["rate"], s["delivery_p99_ms"]) for s in result["max"]["steps"]],
+        }
+        steps = (
+            f"<h2>Steps (bound {result['max']['bound_ms']} ms)</h2><table><tr><th>rate</th>"
+            "<th>acked/s</th><th>ack p99</th><th>delivery p99</th><th>errors</th><th>kept</th>"
+            f"</tr>{rows}</table>{line_chart('p99 by op rate', 'ops/s', 'ms', curve)}"
+            "<p>The rest of this page is the last step's run.</p>"
+        )
     title = f"Atelier load test: {result['scenario']} ({'passed' if ok else 'FAILED'})"
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -257,7 +275,7 @@ def html(result: dict[str, Any]) -> str:
         "padding:2px 6px;text-align:left;font-size:13px}.ok{color:#080;font-weight:bold}"
         ".bad{color:#c00;font-weight:bold;font-size:1.2em}svg{margin:.5em 0}"
         "</style></head><body>"
-        f"<h1>{_esc(title)}</h1>{verdict}<h2>Run</h2>{_table(head)}"
+        f"<h1>{_esc(title)}</h1>{verdict}{steps}<h2>Run</h2>{_table(head)}"
         f"<h2>Latencies (ms)</h2>{lat_table}<h2>Plots</h2>{''.join(charts)}"
         "</body></html>\n"
     )

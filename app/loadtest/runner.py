@@ -330,14 +330,22 @@ def split(clients: Sequence[ClientSpec], parts: int) -> list[tuple[ClientSpec, .
 
 
 def run(opts: Options) -> int:
-    """One run; the exit status (0 passed, 1 a check failed)."""
+    """The run ``opts`` describes; the exit status (0 passed, 1 a check failed)."""
+    if opts.scenario == "max":
+        return run_max(opts)
+    result = run_once(opts, opts.scenario, opts.knobs)
+    return finish(result, write(result, opts.out), opts.progress)
+
+
+def run_once(opts: Options, scenario: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """One run of ``scenario`` with ``knobs``: its result."""
     say = opts.progress
-    setup = build(opts.scenario, opts.knobs, opts.identities, opts.seed)
+    setup = build(scenario, knobs, opts.identities, opts.seed)
     owner, owner_token = opts.identities.owner()
     http = Http(opts.url, owner_token)
     started_at = time.time()
     say(
-        f"loadtest {opts.scenario}: {len(setup.docs)} document(s), {len(setup.clients)} "
+        f"loadtest {scenario}: {len(setup.docs)} document(s), {len(setup.clients)} "
         f"clients over {opts.processes} process(es) against {opts.url}"
     )
     t0 = time.monotonic()
@@ -377,7 +385,11 @@ def run(opts: Options) -> int:
                 acked[doc] = max(acked.get(doc, 0), v)
             final_n.update({int(k): v for k, v in part["presence_n"].items()})
         server, final_v, read_errors = final_states(http, setup.docs, base_v, acked)
-        fleet.send("expect", final_v, final_n)
+        doc_of = {c.cid: c.doc for c in setup.clients}
+        by_doc: dict[str, dict[int, int]] = {}
+        for cid, n in final_n.items():
+            by_doc.setdefault(doc_of[cid], {})[cid] = n
+        fleet.send("expect", final_v, by_doc)
         done = fleet.collect("done", opts.drain + 60)
     finally:
         fleet.stop()
@@ -385,8 +397,57 @@ def run(opts: Options) -> int:
     if read_errors:
         result["correctness"]["ok"] = False
         result["correctness"]["failures"] += read_errors
-    paths = write(result, opts.out)
-    return finish(result, paths, say)
+    return result
+
+
+def run_max(opts: Options) -> int:
+    """Raise the op rate step by step (many-docs runs of ``--duration`` each, by
+    ``--factor``) while every step keeps its acks and deliveries within ``--bound-ms`` at
+    p99, gets at least 95 % of its rate acknowledged, and passes its correctness check."""
+    k = opts.knobs
+    rate, writers = float(k["rate"]), k["docs"] * k["editors"]
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    result: dict[str, Any] = {}
+    for i in range(int(k["steps"])):
+        opts.progress(f"max: step {i + 1}: {rate:,.0f} ops/s over {writers} writers")
+        knobs = {"docs": k["docs"], "editors": k["editors"], "viewers": k["viewers"]}
+        result = run_once(opts, "many-docs", {**knobs, "rate": rate / writers})
+        s = result["stats"]
+        counted = max(opts.duration - opts.warmup, 1e-9)
+        step = {
+            "rate": round(rate, 1),
+            "acked_per_s": round(s["ack_ms"]["count"] / counted, 1),
+            "ack_p99_ms": s["ack_ms"]["p99"],
+            "delivery_p99_ms": s["latency_ms"]["p99"],
+            "errors": s["errors"],
+            "correct": result["correctness"]["ok"],
+        }
+        step["ok"] = (
+            step["correct"]
+            and max(step["ack_p99_ms"], step["delivery_p99_ms"]) <= k["bound_ms"]
+            and step["acked_per_s"] >= 0.95 * rate
+        )
+        steps.append(step)
+        opts.progress(f"max: step {i + 1}: {step}")
+        if not step["ok"]:
+            break
+        best = step
+        rate *= k["factor"]
+    result["scenario"] = "max"
+    result["config"]["knobs"] = dict(k)
+    result["max"] = {"bound_ms": k["bound_ms"], "steps": steps, "best": best}
+    status = finish(result, write(result, opts.out), opts.progress)
+    if best is None:
+        print(f"max: no step kept p99 under {k['bound_ms']:g} ms", flush=True)
+    else:
+        print(
+            f"max: {best['acked_per_s']:,.0f} durable ops/s (rate {best['rate']:,.0f}) with "
+            f"p99 ack {best['ack_p99_ms']} ms, delivery {best['delivery_p99_ms']} ms "
+            f"(bound {k['bound_ms']:g} ms)",
+            flush=True,
+        )
+    return status if all(s["correct"] for s in steps) else 1
 
 
 def final_states(
@@ -429,7 +490,7 @@ def assemble(
     if unanswered:
         errors["unanswered"] += unanswered
     clients = [c for d in done for c in d["clients"]]
-    correctness = check(clients, final_v, server, final_n, static=opts.scenario == "join-storm")
+    correctness = check(clients, final_v, server, final_n, static=setup.scenario == "join-storm")
     if unanswered:
         correctness["ok"] = False
         correctness["failures"].append(f"{unanswered} op(s) got neither an ack nor a reject")
@@ -454,7 +515,7 @@ def assemble(
         "welcome_after_start_ms": hist["storm"].summary(),
     }
     bounds: dict[str, Any] = {}
-    if opts.scenario == "join-storm":
+    if setup.scenario == "join-storm":
         storm = hist["storm"]
         met = storm.count == len(setup.clients) and storm.max <= opts.storm_bound * 1e6
         bounds["join_storm"] = {
@@ -477,7 +538,7 @@ def assemble(
     ]
     return {
         "harness": "atelier loadtest",
-        "scenario": opts.scenario,
+        "scenario": setup.scenario,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_at)),
         "config": {
             "url": opts.url,

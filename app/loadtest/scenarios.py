@@ -17,7 +17,7 @@ from app.loadtest.client import ClientSpec
 
 __all__ = ["SCENARIOS", "Identities", "Setup", "build"]
 
-SCENARIOS = ("hot-doc", "many-docs", "join-storm", "presence", "reconnect")
+SCENARIOS = ("hot-doc", "many-docs", "join-storm", "presence", "reconnect", "soak")
 SAMPLED_DOCS = 20  # documents whose first and last client fold and compare the elements
 
 
@@ -119,6 +119,22 @@ def _sampled(setup: Setup) -> list[ClientSpec]:
     return [replace(c, sample=c.cid in chosen) for c in setup.clients]
 
 
+def _soak(b: _Builder, knobs: dict[str, Any]) -> None:
+    """Per document: editors at ``rate`` each; viewers, of which the first moves a cursor
+    at ``hz`` and the second drops and resumes every ``drop_every`` seconds."""
+    hz, every = knobs["hz"], knobs["drop_every"]
+    for _ in range(knobs["docs"]):
+        doc = b.doc()
+        b.editors(doc, knobs["editors"], knobs["rate"], staggered=False)
+        for i in range(knobs["viewers"]):
+            if i == 0:
+                b.client(doc, "viewer", presence_hz=hz, phase=b.rng.uniform(0, 1 / hz))
+            elif i == 1:
+                b.client(doc, "viewer", drop_every=every, phase=b.rng.uniform(0, every))
+            else:
+                b.client(doc, "viewer")
+
+
 def build(name: str, knobs: dict[str, Any], ids: Identities, seed: int = 1) -> Setup:
     """The setup of scenario ``name`` with its knobs (see ``app.loadtest.cli``)."""
     b = _Builder(name, ids, seed)
@@ -153,6 +169,8 @@ def build(name: str, knobs: dict[str, Any], ids: Identities, seed: int = 1) -> S
         b.editors(doc, knobs["editors"], rate, staggered=True, drop_every=every)
         for _ in range(knobs["viewers"]):
             b.client(doc, "viewer", drop_every=every, phase=b.rng.uniform(0, every))
+    elif name == "soak":
+        _soak(b, knobs)
     else:
         raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     b.setup.clients = _sampled(b.setup)

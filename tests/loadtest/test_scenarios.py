@@ -108,3 +108,29 @@ def test_reconnect_with_a_token_list(deployment: Deployment, tmp_path: Path) -> 
     assert outcome.result is not None
     assert stats["clients"] == 9
     assert isinstance(stats["resumes"], int) and stats["resumes"] >= 9  # each dropped twice
+
+
+def test_soak(deployment: Deployment, tmp_path: Path) -> None:
+    outcome = run_loadtest(
+        deployment.url, tmp_path, "soak", *COMMON, "--duration", "3",
+        "--docs", "4", "--editors", "2", "--viewers", "3", "--rate", "3", "--hz", "4",
+        "--drop-every", "1.2",
+    )  # fmt: skip
+    stats = passed(outcome)
+    assert stats["ops_acked"] == stats["ops_sent"] > 60
+    assert isinstance(stats["resumes"], int) and stats["resumes"] >= 4
+    presence = stats["presence_ms"]
+    assert isinstance(presence, dict) and presence["count"] > 0
+
+
+def test_max(deployment: Deployment, tmp_path: Path) -> None:
+    outcome = run_loadtest(
+        deployment.url, tmp_path, "max", *COMMON, "--duration", "1.5",
+        "--docs", "3", "--rate", "30", "--factor", "2", "--steps", "2", "--bound-ms", "2000",
+    )  # fmt: skip
+    passed(outcome)
+    assert outcome.result is not None
+    steps = outcome.result["max"]["steps"]
+    assert [s["rate"] for s in steps] == [30, 60] and all(s["ok"] for s in steps)
+    assert outcome.result["max"]["best"]["rate"] == 60
+    assert "durable ops/s" in outcome.stdout
