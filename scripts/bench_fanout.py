@@ -87,6 +87,7 @@ from websockets.uri import WebSocketURI, parse_uri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.loadtest.procstat import cpu_ticks, rss_kib
 from app.store.migrate import migrate
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
@@ -685,20 +686,6 @@ def probe_note(path: Path, start_ns: int, end_ns: int) -> str:
 
 
 # -- /proc sampling ---------------------------------------------------------------------
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def machine_busy() -> tuple[int, int]:

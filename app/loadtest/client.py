@@ -542,7 +542,10 @@ class Process:
             at = self.start_ns + int((k * TICK_S + 0.02) * 1e9)
             k += 1
             await asyncio.sleep(max(0, at - time.monotonic_ns()) / 1e9)
-            self.conn.send(("tick", self.tick()))
+            try:
+                self.conn.send(("tick", self.tick()))
+            except OSError:  # the parent is gone (Ctrl-C, a failed run): so are we
+                os._exit(3)
 
     async def wait_for(self, done: Callable[[], bool], seconds: float) -> bool:
         deadline = time.monotonic() + seconds
