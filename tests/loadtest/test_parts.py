@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from app.loadtest.client import fold, make_op
 from app.loadtest.hist import Histogram, bucket_high, bucket_of
 from app.loadtest.report import html
 from app.loadtest.runner import check
+from tests.loadtest.conftest import ROOT
 
 
 def test_buckets_hold_their_values_within_one_percent() -> None:
@@ -91,3 +95,13 @@ def test_the_report_is_one_page_without_scripts() -> None:
     }  # fmt: skip
     page = html(result)
     assert page.count("<svg") == 6 and "<script" not in page and "passed" in page
+
+
+def test_exit_statuses_without_a_run(tmp_path: Path) -> None:
+    def status(*args: str) -> int:
+        argv = [sys.executable, "-m", "app", "loadtest", *args, "--out", str(tmp_path)]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=30).returncode
+
+    assert status("presence", "--secret", "s", "--hz", "0") == 2  # a bad knob
+    assert status("hot-doc", "--secret", "s", "--url", "http://127.0.0.1:9") == 3  # no server
+    assert not list(tmp_path.iterdir())
