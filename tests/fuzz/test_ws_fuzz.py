@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -68,6 +69,7 @@ async def _drain(ws: Any) -> int | None:
         return closed.rcvd.code if closed.rcvd else None
 
 
+@pytest.mark.timeout(max(60, examples(30)))  # about 0.3 s a connection at most
 async def test_random_frames_never_hurt_the_gateway(make_gateway: Any) -> None:
     gw = await make_gateway(MAX_BODY_BYTES=str(MAX))
     doc = await make_doc(gw, "alice")
