@@ -9,6 +9,8 @@
     python -m app settings    print every setting as a markdown table
     python -m app rebuild     rebuild views from the events, blue-green (VIEW... or --all)
     python -m app verify      replay every stream; check I2, I5, I6; non-zero on a difference
+    python -m app backup      base backup of the store's cluster into BACKUP_DIR, retention
+    python -m app restore-drill  restore a backup into a scratch cluster, verify, RTO/RPO
     python -m app loadtest    load-test a deployment by URL (docs/loadtest.md)
 
 Each runner is imported inside its branch, so a command only pays for what it uses and
@@ -74,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--max-diffs", type=int, default=10, help="differences listed per check (10)"
     )
+    sub.add_parser("backup", help="base backup of the store's cluster, then retention")
+    drill = sub.add_parser(
+        "restore-drill", help="restore a backup into a scratch cluster, verify, print RTO/RPO"
+    )
+    drill.add_argument("--backup", metavar="LABEL", help="backup to restore (default: newest)")
+    when = drill.add_mutually_exclusive_group()
+    when.add_argument(
+        "--target-time", metavar="ISO", help="replay WAL up to this time (with a zone)"
+    )
+    when.add_argument("--latest", action="store_true", help="replay all archived WAL (default)")
+    drill.add_argument("--wal-archive", metavar="DIR", help="folder of the archived WAL")
+    drill.add_argument("--port", type=int, help="port of the scratch cluster (default: free)")
+    drill.add_argument("--keep", action="store_true", help="leave the scratch cluster running")
     from app.loadtest.cli import add_arguments as loadtest_arguments
 
     loadtest_arguments(
@@ -129,7 +144,28 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
         from app.ops import verify
 
         return verify.run(settings, doc=args.doc, max_diffs=args.max_diffs)
+    if command in {"backup", "restore-drill"}:
+        return _recovery(command, settings, args)
     raise AssertionError(f"no runner for {command!r}")  # argparse only admits the above
+
+
+def _recovery(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    if command == "backup":
+        from app.ops import backup
+
+        return backup.run(settings)
+    from pathlib import Path
+
+    from app.ops import restore_drill
+
+    return restore_drill.run(
+        settings,
+        backup=args.backup,
+        target_time=restore_drill.parse_target(args.target_time),
+        wal_archive=Path(args.wal_archive) if args.wal_archive else None,
+        port=args.port,
+        keep=args.keep,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -143,6 +143,23 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "port of the read worker's `/metrics` and `/healthz` (`0`: any free port, logged; "
         "`off`: none)",
     ),
+    "BACKUP_DIR": (
+        ".data/backups",
+        "folder of `python -m app backup`'s base backups (one folder per backup, named by "
+        "its UTC time)",
+    ),
+    "BACKUP_KEEP_DAILY": (
+        "7",
+        "base backups kept by day: the newest of each of the last N days (UTC)",
+    ),
+    "BACKUP_KEEP_WEEKLY": (
+        "4",
+        "base backups kept by week: the newest of each of the last N ISO weeks",
+    ),
+    "BACKUP_KEEP_MONTHLY": (
+        "6",
+        "base backups kept by month: the newest of each of the last N months",
+    ),
     "LOG_LEVEL": ("info", "debug, info, warning or error"),
     "LOG_FORMAT": ("auto", "`console`, `json`, or `auto` (console in dev, json otherwise)"),
 }
@@ -225,6 +242,10 @@ class Settings:
     relay_metrics_port: int | None
     snapshotter_metrics_port: int | None
     worker_metrics_port: int | None
+    backup_dir: Path
+    backup_keep_daily: int
+    backup_keep_weekly: int
+    backup_keep_monthly: int
     log_level: str
     log_format: str
 
@@ -307,6 +328,10 @@ class Settings:
             relay_metrics_port=_port_or_off(env, "RELAY_METRICS_PORT"),
             snapshotter_metrics_port=_port_or_off(env, "SNAPSHOTTER_METRICS_PORT"),
             worker_metrics_port=_port_or_off(env, "WORKER_METRICS_PORT"),
+            backup_dir=Path(_get(env, "BACKUP_DIR") or ".data/backups"),
+            backup_keep_daily=_int(env, "BACKUP_KEEP_DAILY"),
+            backup_keep_weekly=_int(env, "BACKUP_KEEP_WEEKLY"),
+            backup_keep_monthly=_int(env, "BACKUP_KEEP_MONTHLY"),
             log_level=log_level,
             log_format=log_format,
         )

@@ -54,6 +54,10 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
         "ws_allowed_origins",
         ("https://app.example.com", "http://localhost:5173"),
     ),
+    "BACKUP_DIR": ("/var/backups/atelier", "backup_dir", Path("/var/backups/atelier")),
+    "BACKUP_KEEP_DAILY": ("3", "backup_keep_daily", 3),
+    "BACKUP_KEEP_WEEKLY": ("0", "backup_keep_weekly", 0),
+    "BACKUP_KEEP_MONTHLY": ("12", "backup_keep_monthly", 12),
     "LOG_LEVEL": ("DEBUG", "log_level", "debug"),
     "LOG_FORMAT": ("console", "log_format", "console"),
 }
@@ -87,6 +91,9 @@ INTEGER_VARIABLES = [
     "RELAY_METRICS_PORT",
     "SNAPSHOTTER_METRICS_PORT",
     "WORKER_METRICS_PORT",
+    "BACKUP_KEEP_DAILY",
+    "BACKUP_KEEP_WEEKLY",
+    "BACKUP_KEEP_MONTHLY",
 ]
 
 
