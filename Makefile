@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install format check test test-debug test-unit cov run bench bench-fanout bench-read services services-stop clean
+.PHONY: help install format check test test-debug test-unit cov run bench bench-fanout bench-read benchmark services services-stop clean
 
 help:
 	@echo "make run            start the services when needed, migrate, run the server (Ctrl-C stops)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench          the write-side benchmark beside the raw ceilings (ARGS=\"--write-docs\")"
 	@echo "make bench-fanout   the real-time fan-out benchmark beside a bare websockets floor (ARGS=\"--write-docs\")"
 	@echo "make bench-read     the read-side benchmark: projection, rebuild of 1M events, GET latencies (ARGS=\"--write-docs\")"
+	@echo "make benchmark      the standard load-test set beside the raw ceilings (ARGS=\"--write-docs\")"
 	@echo "make install        create .venv and install the project (skipped when up to date)"
 	@echo "make services       settle on PostgreSQL and Redis; prints export lines to eval"
 	@echo "make services-stop  stop the project-local PostgreSQL and Redis under .data/"
@@ -55,6 +56,9 @@ bench-fanout:
 
 bench-read:
 	@scripts/bench_read.sh $(ARGS)
+
+benchmark:
+	@scripts/benchmark $(ARGS)
 
 services:
 	@scripts/services.sh start
