@@ -257,7 +257,11 @@ def run(
     data = root / "pgdata"
     result = DrillResult(
         backup="?",
-        target=target_time.isoformat() if target_time else "latest",
+        target=(
+            target_time.isoformat()
+            if target_time
+            else ("latest archived WAL" if wal_archive else "end of the backup (no WAL archive)")
+        ),
         port=port or free_port(),
         data_dir=data,
     )

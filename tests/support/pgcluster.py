@@ -33,8 +33,12 @@ def _free_port() -> int:
 
 
 class ScratchCluster:
-    def __init__(self, root: Path) -> None:
+    """``conf``: extra server settings, appended to postgresql.conf by ``init``
+    (e.g. ``wal_level``, ``archive_mode``, ``archive_command`` for a backup test)."""
+
+    def __init__(self, root: Path, conf: dict[str, str] | None = None) -> None:
         self.root = root
+        self.conf = dict(conf or {})
         self.data = root / "pgdata"
         self.port = _free_port()
         self._as_user: list[str] = []
@@ -63,6 +67,10 @@ class ScratchCluster:
             "-E",
             "UTF8",
         )
+        if self.conf:
+            quoted = (f"{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in self.conf.items())
+            with (self.data / "postgresql.conf").open("a") as conf:
+                conf.write("\n" + "\n".join(quoted) + "\n")
         return self
 
     def start(self) -> None:
