@@ -293,6 +293,22 @@ def test_a_backup_of_an_unreachable_server_says_so(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_role_without_replication_is_told_what_to_grant(source: Source, tmp_path: Path) -> None:
+    async def role() -> None:
+        conn = await asyncpg.connect(source.cluster.dsn)
+        try:
+            await conn.execute("DROP ROLE IF EXISTS plain; CREATE ROLE plain LOGIN")
+        finally:
+            await conn.close()
+
+    asyncio.run(role())
+    dsn = source.cluster.dsn.replace("postgres@", "plain@")
+    result = app("backup", env={**source.env, "DATABASE_URL": dsn, "BACKUP_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "no REPLICATION permission: ALTER ROLE <role> REPLICATION" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_drill_without_a_backup_says_where_it_looked(tmp_path: Path) -> None:
     env = {**os.environ, "APP_SECRET": "k" * 32, "BACKUP_DIR": str(tmp_path / "none")}
     result = app("restore-drill", env=env)
