@@ -76,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--max-diffs", type=int, default=10, help="differences listed per check (10)"
     )
-    sub.add_parser("backup", help="base backup of the store's cluster, then retention")
+    backup = sub.add_parser("backup", help="base backup of the store's cluster, then retention")
+    backup.add_argument(
+        "--wal-archive",
+        metavar="DIR",
+        help="also remove the archived WAL older than the oldest kept backup",
+    )
     drill = sub.add_parser(
         "restore-drill", help="restore a backup into a scratch cluster, verify, print RTO/RPO"
     )
@@ -150,11 +155,14 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _recovery(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     if command == "backup":
         from app.ops import backup
 
-        return backup.run(settings)
-    from pathlib import Path
+        return backup.run(
+            settings, wal_archive=Path(args.wal_archive) if args.wal_archive else None
+        )
 
     from app.ops import restore_drill
 

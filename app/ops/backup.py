@@ -19,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "BackupInfo",
     "label_of",
     "list_backups",
+    "prune_archive",
     "run",
     "select_kept",
     "time_of",
@@ -195,6 +197,20 @@ def _end_lsn(path: Path) -> str | None:
         return None
 
 
+def _start_wal(path: Path) -> str | None:
+    """The first WAL segment the backup needs (its ``backup_label``'s START WAL)."""
+    try:
+        with tarfile.open(path / "base.tar.gz") as tar:
+            member = tar.extractfile("backup_label")
+            text = member.read().decode() if member else ""
+    except (OSError, KeyError, tarfile.TarError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("START WAL LOCATION:") and "(file " in line:
+            return line.split("(file ", 1)[1].rstrip(")").strip()
+    return None
+
+
 def take(settings: Settings, *, err: TextIO, now: datetime | None = None) -> BackupInfo:
     """One base backup of ``settings.database_url``'s cluster; raises ``BackupError``."""
     dsn = settings.database_url
@@ -243,6 +259,7 @@ def take(settings: Settings, *, err: TextIO, now: datetime | None = None) -> Bac
         "start_time": started.isoformat(),
         "end_time": datetime.now(UTC).isoformat(),
         "seconds": round(time.perf_counter() - clock, 3),
+        "start_wal": _start_wal(path),
         "end_lsn": _end_lsn(path),
         "size_bytes": size,
         "format": "tar.gz + streamed WAL (pg_basebackup -Ft -z -Xs)",
@@ -271,8 +288,40 @@ def prune(settings: Settings, *, now: datetime, out: TextIO) -> list[str]:
     return deleted
 
 
-def run(settings: Settings, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """0 when the backup was taken (and retention applied), 1 otherwise."""
+def prune_archive(archive: Path, kept: list[BackupInfo], *, out: TextIO) -> str | None:
+    """Remove the archived WAL that no kept backup needs (``pg_archivecleanup`` up to the
+    oldest kept backup's first segment); that segment, or None when nothing was safe."""
+    starts = [b.manifest.get("start_wal") for b in kept]
+    if not kept or any(not s for s in starts):
+        print("wal archive: not pruned (a kept backup has no start_wal in its manifest)", file=out)
+        return None
+    # pg_archivecleanup compares segment names without their timeline (the first 8).
+    oldest = min((str(s) for s in starts), key=lambda name: name[8:])
+    before = sum(1 for _ in archive.iterdir())
+    proc = subprocess.run(
+        [find_pg_bin("pg_archivecleanup"), str(archive), oldest],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BackupError(f"pg_archivecleanup failed: {proc.stderr.strip()}")
+    removed = before - sum(1 for _ in archive.iterdir())
+    print(f"wal archive: {removed} file(s) before {oldest} removed from {archive}", file=out)
+    return oldest
+
+
+def run(
+    settings: Settings,
+    *,
+    wal_archive: Path | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """0 when the backup was taken (and retention applied), 1 otherwise.
+
+    With ``wal_archive``, the archived WAL older than the oldest kept backup is removed.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -290,4 +339,10 @@ def run(settings: Settings, *, out: TextIO | None = None, err: TextIO | None = N
     prune(settings, now=datetime.now(UTC), out=out)
     kept = list_backups(settings.backup_dir)
     print(f"retention: {len(kept)} backup(s) kept in {settings.backup_dir}", file=out)
+    if wal_archive is not None:
+        try:
+            prune_archive(wal_archive, kept, out=out)
+        except (BackupError, OSError) as exc:
+            print(f"atelier: the backup was taken, the WAL archive not pruned: {exc}", file=err)
+            return 1
     return 0

@@ -11,6 +11,7 @@ views rebuilt and ``verify`` passed.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -206,8 +207,6 @@ async def _restored(port: int) -> tuple[int, int, int, list[str]]:
 
 
 def test_the_manifest_describes_the_backup(source: Source) -> None:
-    import json
-
     (backup,) = [p for p in source.backups.iterdir() if p.is_dir()]
     manifest = json.loads((backup / "atelier.json").read_text())
     assert manifest["label"] == backup.name
@@ -314,3 +313,22 @@ def test_a_drill_without_a_backup_says_where_it_looked(tmp_path: Path) -> None:
     result = app("restore-drill", env=env)
     assert result.returncode == 1
     assert f"no complete backup in {tmp_path / 'none'} (BACKUP_DIR)" in result.stderr
+
+
+def test_a_second_backup_prunes_the_archive_up_to_the_oldest_kept(source: Source) -> None:
+    """Last in the module: it replaces the backup and removes WAL the drills above used.
+
+    Both backups are of the same day, so retention keeps the newer one only, and the
+    archive loses every segment before that backup's first."""
+    (first,) = [p.name for p in source.backups.iterdir()]
+    time.sleep(1.0)  # labels are seconds
+    result = app("backup", "--wal-archive", str(source.archive), env=source.env)
+    assert result.returncode == 0, result.stderr
+    assert f"retention: deleted {first}" in result.stdout
+    (kept,) = list(source.backups.iterdir())
+    start = json.loads((kept / "atelier.json").read_text())["start_wal"]
+    assert re.fullmatch(r"[0-9A-F]{24}", start)
+    found = re.search(rf"wal archive: (\d+) file\(s\) before {start} removed", result.stdout)
+    assert found and int(found.group(1)) >= 1, result.stdout
+    segments = [p.name for p in source.archive.iterdir() if re.fullmatch(r"[0-9A-F]{24}", p.name)]
+    assert segments and min(name[8:] for name in segments) >= start[8:]
