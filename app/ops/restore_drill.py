@@ -113,10 +113,20 @@ async def _source_last(dsn: str, cut: datetime) -> LastEvent:
     return LastEvent(int(row["position"]), row["ts"]) if row else LastEvent(0, None)
 
 
-async def _wait_promoted(dsn: str, limit: float) -> None:
+def _log_tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no server log)"
+
+
+async def _wait_promoted(dsn: str, limit: float, data: Path, log: Path) -> None:
     deadline = time.monotonic() + limit
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if not (data / "postmaster.pid").exists():
+            # e.g. "recovery ended before configured recovery target was reached"
+            raise DrillError(f"the restored server stopped during recovery:\n{_log_tail(log)}")
         try:
             conn = await asyncpg.connect(dsn, timeout=2)
             try:
@@ -301,10 +311,9 @@ def run(
         proc = _pg_ctl("-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "600", "start")
         started_cluster = True
         if proc.returncode != 0:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else proc.stderr
-            raise DrillError(f"the restored server did not start:\n{tail}")
+            raise DrillError(f"the restored server did not start:\n{_log_tail(log)}")
         dsn = with_host_port(settings.database_url, "127.0.0.1", result.port)
-        asyncio.run(_wait_promoted(dsn, 600))
+        asyncio.run(_wait_promoted(dsn, 600, data, log))
         result.steps["recover"] = time.perf_counter() - t
 
         t = time.perf_counter()

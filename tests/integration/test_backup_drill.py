@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +277,22 @@ def test_drill_without_an_archive_restores_the_backup_and_reports_the_loss(
         f"position {source.before_backup} at"
     )
     assert set(Path(tempfile.gettempdir()).glob("atelier-drill-*")) == scratch  # removed
+
+
+def test_a_target_beyond_the_archive_fails_fast_with_the_server_s_reason(
+    source: Source,
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    started = time.monotonic()
+    result = app(
+        "restore-drill", "--target-time", later.isoformat(),
+        "--wal-archive", str(source.archive),
+        env=source.env,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "recovery ended before configured recovery target was reached" in result.stderr
+    assert _row(result.stdout, "verify") == "FAILED"
+    assert time.monotonic() - started < 60
 
 
 def test_a_backup_of_an_unreachable_server_says_so(tmp_path: Path) -> None:
