@@ -54,8 +54,12 @@ export class DocSession extends EventTarget {
     this.presenceSentAt = 0;
     this.view = null;
     this.recompute();
-    this.onOnline = () => { this.backoff = 250; this.connect(); };
-    this.onOffline = () => this.drop("offline");
+    // Offline only once the browser has said so by an event: navigator.onLine is false
+    // from the start on a machine whose only interface is loopback, where a server on
+    // localhost is still reachable, so it must not stop the first connect.
+    this.offline = false;
+    this.onOnline = () => { this.offline = false; this.backoff = 250; this.connect(); };
+    this.onOffline = () => { this.offline = true; this.drop("offline"); };
     this.onHide = () => this.outbox.writeSnapshot();
     window.addEventListener("pagehide", this.onHide);
     window.addEventListener("online", this.onOnline);
@@ -112,7 +116,7 @@ export class DocSession extends EventTarget {
   connect() {
     if (this.closed || this.ws) return;
     clearTimeout(this.retryTimer);
-    if (!navigator.onLine) {
+    if (this.offline) {
       this.setStatus("offline");
       return;
     }
@@ -169,7 +173,7 @@ export class DocSession extends EventTarget {
       this.setStatus(fatal, reason);
       return;
     }
-    if (!navigator.onLine) {
+    if (this.offline) {
       this.setStatus("offline");
       return;
     }
