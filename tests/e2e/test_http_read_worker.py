@@ -7,61 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import sys
 import time
-from pathlib import Path
 
 import asyncpg
 
 from tests.e2e.conftest import SECRET, Gateway
 from tests.e2e.test_http_read import create, post_ops, rect
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class WorkerProcess:
-    """One ``python -m app worker``, its output collected."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.lines: list[str] = []
-        self.proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> WorkerProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            "worker",
-            "--id",
-            "e2e-read",
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            self.lines.append(line.decode(errors="replace"))
-
-    async def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        if self._reader is not None:
-            await self._reader
+from tests.support.appprocess import AppProcess
 
 
 def worker_env(gateway: Gateway) -> dict[str, str]:
@@ -78,7 +30,7 @@ def worker_env(gateway: Gateway) -> dict[str, str]:
 
 async def test_min_v_with_a_worker_process(gateway: Gateway, pg_pool: asyncpg.Pool) -> None:
     await create(gateway)
-    worker = WorkerProcess(worker_env(gateway))
+    worker = AppProcess(["worker", "--id", "e2e-read"], worker_env(gateway))
     try:
         async with gateway.client("alice") as c:
             v = await post_ops(c, "d1", [rect("e0")])

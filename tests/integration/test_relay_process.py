@@ -8,66 +8,21 @@ import asyncio
 import os
 import random
 import signal
-import sys
 from functools import partial
-from pathlib import Path
 
 from app.bus import Keys, Redis
 from app.store.postgres import PostgresStore
+from tests.support.appprocess import AppProcess
 from tests.support.relay import Writer, assert_published_exactly, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCS = ["d1", "d2", "d3"]
 
 
-class RelayProcess:
+class RelayProcess(AppProcess):
     """One ``python -m app relay`` with its log lines collected as they come."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.lines: list[str] = []
-        self.proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> RelayProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            "relay",
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            self.lines.append(line.decode(errors="replace"))
-
-    def said(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    async def end(self, sig: signal.Signals) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        try:
-            code = await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise AssertionError(f"no stop within 15 s:\n{self.output}") from None
-        if self._reader is not None:
-            await self._reader
-        return code
+        super().__init__(["relay"], env)
 
 
 async def test_killed_relay_processes_hand_over_and_publish_each_event_once(

@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,8 +25,7 @@ from app.store.ports import StoredEvent
 from app.views.project import fold
 from app.views.schema import HISTORY_EVERY
 from app.workers import Worker, WorkerConfig
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.appprocess import AppProcess
 
 __all__ = [
     "RunningWorker",
@@ -256,12 +252,11 @@ def fast_config(dsn: str, worker_id: str = "w1", **overrides: Any) -> WorkerConf
     return WorkerConfig(dsn=dsn, worker_id=worker_id, **values)
 
 
-class WorkerProcess:
+class WorkerProcess(AppProcess):
     """One ``python -m app worker --id NAME`` with its log lines collected as they come."""
 
     def __init__(self, dsn: str, name: str, **env: str) -> None:
-        self.name = name
-        self.env = {
+        full = {
             "PATH": os.environ.get("PATH", ""),
             "DATABASE_URL": dsn,
             "APP_ENV": "prod",
@@ -272,58 +267,7 @@ class WorkerProcess:
             "WORKER_METRICS_PORT": "off",
             **env,
         }
-        self.lines: list[str] = []
-        self.proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> WorkerProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            "worker",
-            "--id",
-            self.name,
-            env=self.env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            self.lines.append(line.decode(errors="replace"))
-
-    def said(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def end(self, sig: signal.Signals, within: float = 15) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        try:
-            async with asyncio.timeout(within):
-                code = await self.proc.wait()
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise AssertionError(
-                f"{self.name}: no stop within {within} s:\n{self.output}"
-            ) from None
-        if self._reader is not None:
-            await self._reader
-        return code
+        super().__init__(["worker", "--id", name], full, name)
 
 
 async def owners(conn: asyncpg.Connection) -> dict[int, set[str | None]]:
