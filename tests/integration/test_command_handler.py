@@ -27,14 +27,6 @@ def rect(element: str, layer: str = "L1", x: float = 0) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def handler(store: PostgresStore) -> Any:
-    h = CommandHandler(store)
-    await h.start()
-    yield h
-    await h.close()
-
-
 async def new_doc(h: CommandHandler, doc_id: str = "d1", owner: str = "alice") -> None:
     await h.create_document(doc_id, owner, "Poster")
     await h.submit(

@@ -7,9 +7,6 @@ events at random versions, across history rows, with the views current or behind
 from __future__ import annotations
 
 import random
-from typing import Any
-
-import pytest
 
 from app.command import CommandHandler
 from app.domain import Document
@@ -20,14 +17,6 @@ from app.views.schema import HISTORY_EVERY
 from app.views.timetravel import TimeTravel
 from app.views.writer import catch_up
 from tests.support.worker import create_docs, workload
-
-
-@pytest.fixture
-async def handler(store: PostgresStore) -> Any:
-    h = CommandHandler(store)
-    await h.start()
-    yield h
-    await h.close()
 
 
 async def page_all(views: ReadViews, user: str, limit: int) -> list[CatalogEntry]:

@@ -22,14 +22,6 @@ from tests.support.worker import create_docs
 
 
 @pytest.fixture
-async def handler(store: PostgresStore) -> AsyncIterator[CommandHandler]:
-    h = CommandHandler(store)
-    await h.start()
-    yield h
-    await h.close()
-
-
-@pytest.fixture
 async def watch(pg_clean: str, store: PostgresStore) -> AsyncIterator[ReadWatch]:
     w = ReadWatch(pg_clean, ReadViews(store.pool).version, recheck=30.0, max_backoff=0.2)
     w.start()

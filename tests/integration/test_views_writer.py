@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import pytest
 
 from app.command import CommandHandler
 from app.domain import Document
@@ -19,14 +18,6 @@ from app.views.schema import HISTORY_EVERY, VIEWS
 from app.views.shards import shard_of
 from app.views.writer import Claim, apply_batch, catch_up, events_to_apply, notify_payload
 from tests.support.worker import assert_views_exact, create_docs, wait_caught_up, workload
-
-
-@pytest.fixture
-async def handler(store: PostgresStore) -> Any:
-    h = CommandHandler(store)
-    await h.start()
-    yield h
-    await h.close()
 
 
 async def test_catch_up_makes_every_view_equal_the_write_side(

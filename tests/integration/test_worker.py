@@ -6,7 +6,6 @@ a restored store (a new epoch) stops the worker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -32,21 +31,6 @@ from tests.support.worker import (
 )
 
 DOCS = [f"doc{i}" for i in range(10)]
-
-
-@pytest.fixture
-async def handler(store: PostgresStore) -> AsyncIterator[CommandHandler]:
-    h = CommandHandler(store)
-    await h.start()
-    yield h
-    await h.close()
-
-
-@pytest.fixture
-async def conn(pg_clean: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(pg_clean)
-    yield c
-    await c.close()
 
 
 def _cas_failures() -> float:

@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from app.command import CommandHandler
-from app.store.postgres import PostgresStore
 from app.views.shards import shard_of
 from tests.support.relay import wait_until
 from tests.support.worker import (
@@ -33,21 +32,6 @@ from tests.support.worker import (
 )
 
 DOCS = [f"doc{i}" for i in range(12)]
-
-
-@pytest.fixture
-async def handler(store: PostgresStore) -> AsyncIterator[CommandHandler]:
-    h = CommandHandler(store)
-    await h.start()
-    yield h
-    await h.close()
-
-
-@pytest.fixture
-async def conn(pg_clean: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(pg_clean)
-    yield c
-    await c.close()
 
 
 @pytest.fixture
