@@ -39,7 +39,7 @@ def settings_table() -> str:
     """Every setting, its default and its meaning, as a markdown table (the README's)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, (default, meaning) in VARIABLES.items():
-        shown = "(none)" if default is None else f"`{default}`"
+        shown = "(none)" if default is None else f"`{default}`" if default else "(empty)"
         cell = meaning.replace("|", r"\|")
         lines.append(f"| `{name}` | {shown} | {cell} |")
     return "\n".join(lines)

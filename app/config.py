@@ -31,6 +31,12 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "postgresql://postgres@127.0.0.1:5432/atelier",
         "PostgreSQL DSN of the event store",
     ),
+    "DATABASE_READ_URL": (
+        "",
+        "PostgreSQL DSN of a streaming replica of `DATABASE_URL` that the gateway's "
+        "queries read (catalog, state, `at`, `min_v`, diff, activity, versions); empty: "
+        "they read `DATABASE_URL`. While it cannot be reached, they read `DATABASE_URL`",
+    ),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis URL used for fan-out"),
     "REDIS_PREFIX": (
         "atelier:",
@@ -208,6 +214,7 @@ class Settings:
     env: str
     secret: str
     database_url: str
+    database_read_url: str
     redis_url: str
     redis_prefix: str
     host: str
@@ -294,6 +301,7 @@ class Settings:
             env=app_env,
             secret=secret,
             database_url=_get(env, "DATABASE_URL") or "",
+            database_read_url=_get(env, "DATABASE_READ_URL") or "",
             redis_url=_get(env, "REDIS_URL") or "",
             redis_prefix=redis_prefix,
             host=_get(env, "APP_HOST") or "127.0.0.1",

@@ -40,7 +40,7 @@ def test_settings_lists_every_variable() -> None:
     assert len(lines) == 2 + len(VARIABLES)
     for line, (name, (default, meaning)) in zip(lines[2:], VARIABLES.items(), strict=True):
         assert line.startswith(f"| `{name}` | ")
-        assert (default or "(none)") in line
+        assert (default or ("(none)" if default is None else "(empty)")) in line
         assert meaning in line
     assert result.stdout == settings_table() + "\n"
 

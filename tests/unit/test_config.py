@@ -16,6 +16,11 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "APP_ENV": ("dev", "env", "dev"),
     "APP_SECRET": ("s3cret" * 6, "secret", "s3cret" * 6),
     "DATABASE_URL": ("postgresql://u@db:6543/x", "database_url", "postgresql://u@db:6543/x"),
+    "DATABASE_READ_URL": (
+        "postgresql://u@replica:6543/x",
+        "database_read_url",
+        "postgresql://u@replica:6543/x",
+    ),
     "REDIS_URL": ("redis://cache:6380/2", "redis_url", "redis://cache:6380/2"),
     "REDIS_PREFIX": ("staging:", "redis_prefix", "staging:"),
     "APP_HOST": ("0.0.0.0", "host", "0.0.0.0"),
