@@ -95,8 +95,8 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
     "WS_OP_BURST": ("100", "ops one websocket may send in a burst above `WS_OP_RATE`"),
     "WS_USER_OP_RATE": (
         "100",
-        "ops a second one user may send over all its websockets on one gateway process "
-        "(then `rate_limited`)",
+        "ops a second one user may send over all its websockets and HTTP op requests on "
+        "one gateway process (then `rate_limited`; 429 with `Retry-After` over HTTP)",
     ),
     "WS_USER_OP_BURST": (
         "200",

@@ -91,6 +91,10 @@ class RateLimited(AppError):
     code = "rate_limited"
     status = 429
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds; HTTP answers carry it as Retry-After
+
 
 class Unavailable(AppError):
     code = "unavailable"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -10,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.config import Settings
-from app.errors import AppError
+from app.errors import AppError, RateLimited
 from app.gateway import assets, documents, openapi, queries, system, web, ws
 from app.gateway.middleware import AccessLog
 from app.gateway.responses import error_response, json_response
@@ -33,6 +35,11 @@ _HTTP_CODES = {
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        # RFC 9110 10.2.3: whole seconds, at least one.
+        wait = str(max(1, math.ceil(exc.retry_after)))
+        body = {"code": exc.code, "message": exc.message}
+        return json_response(body, exc.status, headers={"Retry-After": wait})
     return error_response(exc.code, exc.message, exc.status)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from starlette.requests import Request
@@ -9,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.domain import valid_user
-from app.errors import Invalid, NotFound
+from app.errors import Invalid, NotFound, RateLimited
 from app.gateway.access import require_manager, require_role, require_writer
 from app.gateway.auth import authenticate
 from app.gateway.bodies import CreateDocument, MemberRole, NameVersion, RestoreTo, SubmitOp, decode
@@ -47,6 +48,13 @@ async def submit_op(request: Request) -> Response:
     who = authenticate(request, svc.settings.secret)
     doc_id = _doc_id(request)
     body = await decode(request, SubmitOp, svc.settings.max_body_bytes)
+    quotas = svc.quotas
+    if not quotas.take_op(who.user, asyncio.get_running_loop().time()):
+        raise RateLimited(
+            f"at most {quotas.op_rate:g} ops a second for one user over all its "
+            "connections; retry with the same id",
+            retry_after=quotas.retry_after(),
+        )
     role = await require_role(svc.store, doc_id, who.user)
     ack = await svc.handler.submit(doc_id, who.user, role, body.id, body.op)
     return json_response({"v": ack.v})
