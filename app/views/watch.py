@@ -11,6 +11,14 @@ lost connection costs at most that long, and there is no busy polling.
 
 The connection is reconnected with exponential backoff when it drops; every waiter is
 woken on reconnect, since notifications sent meanwhile are lost.
+
+When the versions are read from a streaming replica (``DATABASE_READ_URL``), the
+notification still comes from the primary (a hot standby delivers none), and it may
+arrive before the replica has replayed the batch. Then ``replay`` is given: the
+notifications are gathered, and one task per process waits until the replica has
+replayed what the primary had written when they arrived (``ReplicaReplay.caught_up``,
+at most ``replay_limit`` seconds), then wakes their waiters, which re-read the
+replica. Notifications that arrive meanwhile are gathered for the next round.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ __all__ = ["CHANNEL", "ReadWatch", "docs_in"]
 CHANNEL: Final = "atelier_read"
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _KEEPALIVE: Final = 15.0  # seconds between liveness checks of an idle connection
+_REPLAY_LIMIT: Final = 5.0  # seconds a round waits for the replica before waking anyway
 
 log = structlog.get_logger(__name__)
 
 Versions = Callable[[str], Awaitable[int | None]]
+Replay = Callable[[], Awaitable[None]]
 
 
 def docs_in(payload: str) -> list[str] | None:
@@ -70,9 +80,16 @@ class ReadWatch:
         recheck: float = 1.0,
         max_backoff: float = 5.0,
         application_name: str = "atelier-read-watch",
+        replay: Replay | None = None,
+        replay_limit: float = _REPLAY_LIMIT,
     ) -> None:
         self._dsn = dsn
         self._versions = versions
+        self._replay = replay
+        self._replay_limit = replay_limit
+        self._held: set[str] = set()  # documents notified, waiting for the replica
+        self._held_all = False
+        self._releasing: asyncio.Task[None] | None = None
         self._recheck = recheck
         self._max_backoff = max_backoff
         self._application_name = application_name
@@ -87,11 +104,12 @@ class ReadWatch:
         self._task = asyncio.create_task(self._listen(), name="read-watch")
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._releasing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._releasing = None
 
     @property
     def waiting(self) -> int:
@@ -139,11 +157,42 @@ class ReadWatch:
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         docs = docs_in(payload)
+        if self._replay is not None:
+            self._hold(docs)
+            return
         if docs is None:
             self.wake_all()
             return
         for doc_id in docs:
             self.wake(doc_id)
+
+    def _hold(self, docs: list[str] | None) -> None:
+        """Wake these waiters once the replica has replayed what the primary has now."""
+        if docs is None:
+            self._held_all = True
+        else:
+            # Every document, not only those waited on now: a waiter that comes in
+            # before the replica has replayed this reads it behind, and is woken here.
+            self._held.update(docs)
+        if self._releasing is None or self._releasing.done():
+            self._releasing = asyncio.create_task(self._release(), name="read-watch-replay")
+
+    async def _release(self) -> None:
+        assert self._replay is not None
+        while self._held or self._held_all:
+            docs, every = self._held, self._held_all
+            self._held, self._held_all = set(), False
+            try:
+                async with asyncio.timeout(self._replay_limit):
+                    await self._replay()
+            except TimeoutError:
+                log.warning("replica behind the primary", waited=self._replay_limit)
+            except Exception as exc:  # the waiters re-read, and fall back as the reads do
+                log.warning("replica replay position unknown", error=str(exc))
+            if every:
+                self.wake_all()
+            for doc_id in docs:
+                self.wake(doc_id)
 
     async def _listen(self) -> None:
         delay = 0.05
@@ -180,6 +229,7 @@ class ReadWatch:
             self.backend_pid = int(conn.get_server_pid())
             if self.listening.is_set():
                 self.reconnects += 1
+                log.info("read watch reconnected", reconnects=self.reconnects)
             self.listening.set()
             self.wake_all()  # what moved before the LISTEN is re-read now
             while not conn.is_closed():
