@@ -15,21 +15,47 @@ conflict a real one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from app.command.docstate import DocState, Pending
 from app.errors import AppError, Unavailable
 from app.observability import metrics
-from app.store.ports import AppendResult, EventStore
+from app.store.ports import AppendRequest, AppendResult, EventStore
 
 __all__ = ["GroupCommitter"]
 
 log = structlog.get_logger(__name__)
 
 Committed = Callable[[DocState, Pending, AppendResult], None]
+
+# Checked before building the debug line of a commit (logging caches the answer).
+_debugging = logging.getLogger(__name__).isEnabledFor
+
+
+def _log_commit(
+    requests: Sequence[AppendRequest], results: Sequence[AppendResult], seconds: float
+) -> None:
+    """The debug line of one group-commit transaction: every op it carried."""
+    log.debug(
+        "group commit",
+        events=len(requests),
+        seconds=round(seconds, 6),
+        ops=[
+            {
+                "doc": r.doc_id,
+                "user": r.event.actor,
+                "op_id": r.event.op_id,
+                "status": result.status,
+                "v": result.v,
+                "position": result.position,
+            }
+            for r, result in zip(requests, results, strict=True)
+        ],
+    )
 
 
 class GroupCommitter:
@@ -115,8 +141,11 @@ class GroupCommitter:
             log.exception("append crashed", ops=len(requests))
             self._fail(batch, Unavailable("the event store failed; retry with the same id"))
         else:
-            metrics.append_seconds.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.append_seconds.observe(seconds)
             metrics.append_batch_size.observe(len(requests))
+            if _debugging(logging.DEBUG):
+                _log_commit(requests, results, seconds)
             self._settle(batch, results)
         finally:
             self._lanes.release()

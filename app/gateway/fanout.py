@@ -32,11 +32,13 @@ reach back that far, the caller reads them from PostgreSQL and joins again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
+import orjson
 import structlog
 
 from app.observability import metrics
@@ -48,6 +50,8 @@ from app.store.postgres import PostgresStore
 __all__ = ["Channel", "CommitTap", "Fanout", "Live", "Sink", "wire"]
 
 log = structlog.get_logger(__name__)
+# The level check the delivery path makes before building a debug line (cached by logging).
+_debugging = logging.getLogger(__name__).isEnabledFor
 
 # A sink receives a run of consecutive events and their frame, encoded once for all.
 Sink = Callable[[Sequence[WireEvent], str], None]
@@ -69,6 +73,20 @@ def _commit_ms(event: WireEvent) -> int:
         return int(tail[:-1]) if sep else 0
     except ValueError:
         return 0
+
+
+def _log_delivered(doc_id: str, run: Sequence[WireEvent], sockets: int) -> None:
+    """One debug line per event of a run delivered by this process (never per socket)."""
+    for event in run:
+        body = orjson.loads(event.body)
+        log.debug(
+            "fanout delivered",
+            doc=doc_id,
+            user=body.get("actor"),
+            op_id=body.get("id"),
+            v=event.v,
+            sockets=sockets,
+        )
 
 
 def wire(event: StoredEvent) -> WireEvent:
@@ -147,6 +165,8 @@ class Channel:
                 # sees a gap at its next delivery and closes 1011 (Session.deliver).
                 log.exception("fanout sink failed", doc=self.doc_id)
         metrics.ws_deliveries_total.inc(len(sinks))
+        if _debugging(logging.DEBUG):
+            _log_delivered(self.doc_id, run, len(sinks))
         committed = _commit_ms(run[-1])
         if committed:
             metrics.ws_fanout_seconds.observe(max(0.0, time.time() - committed / 1000))

@@ -199,6 +199,7 @@ class Connection:
                         f"at most {rate:g} ops a second for one user over all its "
                         "connections; retry with the same id"
                     )
+                    self.log.info("op rejected", op_id=action.id, code=str(ErrorCode.RATE_LIMITED))
                     self.perform(self.session.failed(action.id, ErrorCode.RATE_LIMITED, reason))
             elif isinstance(action, AwaitEvent):
                 self.fanout.expect(self.doc_id, action.v)
@@ -346,11 +347,15 @@ class Connection:
             try:
                 ack = await handler.submit(self.doc_id, self.session.user, self.role, op.id, op.op)
             except AppError as exc:
+                self.log.info("op rejected", op_id=op.id, code=exc.code)
                 actions = self.session.failed(op.id, exc.code, exc.message)
             except Exception:
                 self.log.exception("op failed", op_id=op.id)
                 actions = self.session.failed(op.id, ErrorCode.INTERNAL, _INTERNAL_MESSAGE)
             else:
+                self.log.info(
+                    "op replayed" if ack.duplicate else "op accepted", op_id=op.id, v=ack.v
+                )
                 actions = self.session.acked(op.id, ack.v)
             self.perform(actions)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from app.store.ports import StoredEvent
 __all__ = ["Relay", "RelayConfig"]
 
 log = structlog.get_logger(__name__)
+# Checked before building the debug line of a batch (logging caches the answer).
+_debugging = logging.getLogger(__name__).isEnabledFor
 
 _INITIAL_BACKOFF: Final = 0.05
 T = TypeVar("T")
@@ -272,6 +275,8 @@ class Relay:
         if result.already:
             metrics.relay_already_published_total.inc(result.already)
         metrics.relay_position.set(last.position)
+        if _debugging(logging.DEBUG):
+            _log_published(batch, result.published, result.already)
         self._set_lag()
         # relay:position held something other than what we last wrote (or our own
         # value, when a retried pipeline had run before its connection dropped):
@@ -340,6 +345,22 @@ class Relay:
             metrics.relay_lag_seconds.set(0)
         else:
             metrics.relay_lag_seconds.set(max(0.0, time.time() - self._last_ts / 1000))
+
+
+def _log_published(batch: Sequence[StoredEvent], published: int, already: int) -> None:
+    """The debug line of one published batch: every event's position, document, version
+    and op id (the stream entry carries the op id too, in ``e``)."""
+    log.debug(
+        "relay published",
+        first=batch[0].position,
+        last=batch[-1].position,
+        published=published,
+        already=already,
+        events=[
+            {"position": e.position, "doc": e.doc_id, "user": e.actor, "v": e.v, "op_id": e.op_id}
+            for e in batch
+        ],
+    )
 
 
 def _honour_cancellation() -> None:
