@@ -17,7 +17,7 @@ import structlog
 
 from app.bus import Keys, create_redis
 from app.config import Settings
-from app.observability.exporter import exporting
+from app.observability.exporter import exporting, watch_event_loop
 from app.relay.relay import Relay, RelayConfig
 
 __all__ = ["config_from", "relay_forever", "run"]
@@ -58,6 +58,7 @@ def run(settings: Settings) -> int:
     on an invariant breach (a hole in the log), which it never papers over."""
 
     async def main() -> int:
+        watch_event_loop()  # /healthz answers for this loop
         task = asyncio.create_task(relay_forever(settings))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ import structlog
 from app.config import Settings
 from app.errors import Unavailable
 from app.observability import metrics
-from app.observability.exporter import exporting
+from app.observability.exporter import exporting, watch_event_loop
 from app.snapshots.snapshotter import Snapshotter
 from app.store.follow import LogFollower
 from app.store.pool import create_pool
@@ -66,6 +66,7 @@ def run(settings: Settings) -> int:
         return 0
 
     async def main() -> None:
+        watch_event_loop()  # /healthz answers for this loop
         task = asyncio.create_task(follow_and_snapshot(settings))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,7 +21,7 @@ from typing import Final
 import structlog
 
 from app.config import Settings
-from app.observability.exporter import exporting
+from app.observability.exporter import exporting, watch_event_loop
 from app.workers.collector import Collector
 from app.workers.worker import Worker, WorkerConfig
 
@@ -60,6 +60,7 @@ def run(settings: Settings, worker_id: str | None = None) -> int:
     config = config_from(settings, worker_id)
 
     async def main() -> int:
+        watch_event_loop()  # /healthz answers for this loop
         worker = Worker(config)
         collector = Collector()
         collector.install()
