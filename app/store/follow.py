@@ -29,7 +29,8 @@ from typing import Any, Final
 
 import asyncpg
 
-from app.store._errors import is_unavailable, translate_errors
+from app.errors import Unavailable
+from app.store._errors import is_unavailable
 from app.store._rows import EVENT_COLUMNS, to_event
 from app.store.ports import StoredEvent
 
@@ -129,8 +130,14 @@ class LogFollower:
     async def connect(self) -> None:
         """Open the connection and LISTEN. Raises ``Unavailable`` when the database
         cannot be reached now (later losses are retried forever by ``batches``)."""
-        with translate_errors("follow"):
+        try:
             await self._connect()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _broken(exc):
+                raise Unavailable(f"event store unavailable during follow: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         """Stop: ``batches`` returns at its next step; the connection is closed."""
@@ -149,9 +156,9 @@ class LogFollower:
             try:
                 rows, read_on = await self._read()
             except Exception as exc:
-                if not is_unavailable(exc):
+                if not _broken(exc):
                     raise
-                log.warning("log follower lost its connection: %s", exc)
+                log.warning("log follower lost its connection: %r", exc)
                 await self._reconnect()
                 continue
             if rows:
@@ -239,9 +246,9 @@ class LogFollower:
             try:
                 await self._connect()
             except Exception as exc:
-                if not is_unavailable(exc):
+                if not _broken(exc):
                     raise
-                log.warning("log follower cannot reconnect (retry in %.2fs): %s", delay, exc)
+                log.warning("log follower cannot reconnect (retry in %.2fs): %r", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
             else:
@@ -267,3 +274,16 @@ class LogFollower:
 
     def _on_terminated(self, conn: Any) -> None:
         self._wake.set()  # read (and fail, and reconnect) now rather than at the next poll
+
+
+def _broken(exc: BaseException) -> bool:
+    """Whether ``exc`` says the follower's connection can no longer be used, so that a
+    new one is the remedy: the database is unavailable (``is_unavailable``), or
+    asyncpg's protocol on this connection is in a state it does not come back from
+    (``InterfaceError`` such as "another operation is in progress" after a statement
+    was cut off, ``InternalClientError`` after a backend terminated mid-message).
+    The connection is the follower's own, so reconnecting from the cursor is always
+    safe; a SQL error of ours, a hole or a changed store still raise."""
+    return is_unavailable(exc) or isinstance(
+        exc, asyncpg.InterfaceError | asyncpg.InternalClientError
+    )
