@@ -12,6 +12,7 @@
     python -m app backup      base backup of the store's cluster into BACKUP_DIR, retention
     python -m app restore-drill  restore a backup into a scratch cluster, verify, RTO/RPO
     python -m app loadtest    load-test a deployment by URL (docs/loadtest.md)
+    python -m app chaos       a whole deployment of its own under load and random faults
 
 Each runner is imported inside its branch, so a command only pays for what it uses and
 a broken layer does not take the others down with it. A bad setting is a one-line
@@ -99,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     loadtest_arguments(
         sub.add_parser("loadtest", help="load-test a deployment by URL (docs/loadtest.md)")
     )
+    from app.chaos.cli import add_arguments as chaos_arguments
+
+    chaos_arguments(
+        sub.add_parser(
+            "chaos", help="load and random faults on a deployment of its own; check I1..I6"
+        )
+    )
     return parser
 
 
@@ -185,6 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             return loadtest(args)
+        except KeyboardInterrupt:
+            return 130
+    if command == "chaos":  # a deployment of its own: its settings are the run's
+        from app.chaos.cli import run as chaos
+
+        try:
+            return chaos(args)
         except KeyboardInterrupt:
             return 130
     if command == "settings":
