@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 from app.chaos.faults import KINDS, parse_kinds
-from app.chaos.runner import Options
-from app.chaos.runner import run as run_chaos
 
 __all__ = ["add_arguments", "run"]
 
@@ -67,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.editors and not args.rate:
         print("atelier chaos: --rate must be above 0 when there are editors", file=sys.stderr)
         return 2
+    from app.chaos.runner import Options
+    from app.chaos.runner import run as run_chaos
+
     opts = Options(
         duration=args.duration,
         seed=args.seed,
