@@ -38,6 +38,11 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "they read `DATABASE_URL`. While it cannot be reached, they read `DATABASE_URL`",
     ),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", "Redis URL used for fan-out"),
+    "REDIS_CLUSTER": (
+        "off",
+        "`on`: `REDIS_URL` names one node of a Redis Cluster (database 0) and every process "
+        'uses the cluster client (docs/operations.md, "Redis Cluster"); `off`: a single Redis',
+    ),
     "REDIS_PREFIX": (
         "atelier:",
         "prefix of every Redis key (one prefix per event store; no `{`, `}` or spaces)",
@@ -216,6 +221,7 @@ class Settings:
     database_url: str
     database_read_url: str
     redis_url: str
+    redis_cluster: bool
     redis_prefix: str
     host: str
     port: int
@@ -284,6 +290,9 @@ class Settings:
             raise ConfigError(
                 f"REDIS_PREFIX must not contain braces or whitespace, got {redis_prefix!r}"
             )
+        redis_cluster = (_get(env, "REDIS_CLUSTER") or "").strip().lower()
+        if redis_cluster not in {"on", "off"}:
+            raise ConfigError(f"REDIS_CLUSTER must be on or off, got {redis_cluster!r}")
         if log_format == "auto":
             log_format = "console" if app_env == "dev" else "json"
         port = _int(env, "APP_PORT")
@@ -303,6 +312,7 @@ class Settings:
             database_url=_get(env, "DATABASE_URL") or "",
             database_read_url=_get(env, "DATABASE_READ_URL") or "",
             redis_url=_get(env, "REDIS_URL") or "",
+            redis_cluster=redis_cluster == "on",
             redis_prefix=redis_prefix,
             host=_get(env, "APP_HOST") or "127.0.0.1",
             port=port,

@@ -3,9 +3,11 @@ and read by the gateways. Redis is a transport, never the truth (DESIGN.md): wha
 it loses is read again from PostgreSQL (``read_after``), so I4 holds across Redis
 restarts and data loss.
 
+    client    create_redis: one node or a Redis Cluster (REDIS_CLUSTER); publish_all,
+              ready (what differs on a cluster)
     keys      every key name and entry id (the contract; docs/relay.md)
     entry     Entry, the fields of a stream entry, the once-encoded websocket event
-    streams   create_redis, publish, progress, wipe, read_range; Redis errors become
+    streams   publish, progress, wipe, read_range; Redis errors become
               Unavailable
     catchup   read_after: entries after a point, from Redis or else PostgreSQL
 
@@ -15,13 +17,12 @@ structural ``EventSource`` and ``EventRecord`` Protocols.
 """
 
 from app.bus.catchup import EventSource, read_after
+from app.bus.client import Redis, create_redis, is_cluster, publish_all, ready
 from app.bus.entry import Entry, EventRecord, decode_entry, encode_event, to_entry
 from app.bus.keys import DEFAULT_PREFIX, Keys, entry_id, position_of
 from app.bus.streams import (
     Progress,
     PublishResult,
-    Redis,
-    create_redis,
     publish,
     read_progress,
     read_range,
@@ -42,11 +43,14 @@ __all__ = [
     "decode_entry",
     "encode_event",
     "entry_id",
+    "is_cluster",
     "position_of",
     "publish",
+    "publish_all",
     "read_after",
     "read_progress",
     "read_range",
+    "ready",
     "reset_progress",
     "to_entry",
     "wipe_streams",

@@ -7,14 +7,18 @@ tells the whole story::
     {prefix}presence:{<doc_id>} pub/sub: a document's presence (app/gateway/presence.py)
     {prefix}members:{<doc_id>}  pub/sub: a document's membership changes (a role set
                                 or a member removed; app/gateway/members.py)
-    {prefix}relay:position      the last global position the relay published (decimal)
-    {prefix}relay:epoch         the store epoch of that position (decimal)
-    {prefix}relay:store         the store id of that position (uuid text)
+    {prefix}relay:{relay}:position  the last global position the relay published (decimal)
+    {prefix}relay:{relay}:epoch     the store epoch of that position (decimal)
+    {prefix}relay:{relay}:store     the store id of that position (uuid text)
 
 ``prefix`` comes from ``REDIS_PREFIX`` (default ``atelier:``): one prefix per event
 store. The braces around the document id are a Redis Cluster hash tag: only the text
 inside them is hashed, so each document's stream lives whole on one shard, and a
 gateway reads one shard per document. Hence no brace may appear in the prefix or the id.
+The relay's three progress keys share the tag ``{relay}``: one slot, so the pipelines
+that read and write them together run on one node, in order. Before that tag they were
+``{prefix}relay:position|epoch|store`` (``relay_legacy``); ``read_progress`` adopts
+those once (app/bus/streams.py).
 
 The entry id is the event's global position, given explicitly to ``XADD``. Redis
 refuses an id at or below a stream's top, which is what makes republishing after a
@@ -82,17 +86,27 @@ class Keys:
     @property
     def relay_position(self) -> str:
         """The last position the relay published, written with each batch."""
-        return f"{self.prefix}relay:position"
+        return f"{self.prefix}relay:{{relay}}:position"
 
     @property
     def relay_epoch(self) -> str:
         """The store epoch that ``relay_position`` belongs to."""
-        return f"{self.prefix}relay:epoch"
+        return f"{self.prefix}relay:{{relay}}:epoch"
 
     @property
     def relay_store(self) -> str:
         """The store id that ``relay_position`` belongs to."""
-        return f"{self.prefix}relay:store"
+        return f"{self.prefix}relay:{{relay}}:store"
+
+    @property
+    def relay_legacy(self) -> tuple[str, str, str]:
+        """The progress keys (position, epoch, store) as named before they shared a
+        hash tag; read once by ``read_progress`` and then deleted."""
+        return (
+            f"{self.prefix}relay:position",
+            f"{self.prefix}relay:epoch",
+            f"{self.prefix}relay:store",
+        )
 
     @property
     def all_pattern(self) -> str:

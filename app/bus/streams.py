@@ -10,6 +10,8 @@ kind of error. What each write protects:
   refusal is counted as "already published", never as an error, so publishing a range
   again after a crash adds nothing twice (I4). Commands of one pipeline run in order
   on one connection, so when the position is written every ``XADD`` before it has run.
+  On a Redis Cluster a pipeline is split by node and the parts run at once, so the
+  position goes in a second round trip, once every ``XADD`` has answered.
 - ``reset_progress``: the position is written before the epoch and the store id, so a
   crash between them leaves a progress that the next start still finds void.
 - ``wipe_streams``: after a change of store or epoch the old streams hold ids that
@@ -21,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final, TypeAlias, cast
+from typing import Final, cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from app.bus.client import Redis, create_redis, is_cluster
 from app.bus.entry import Entry, EventRecord, decode_entry, entry_fields
 from app.bus.keys import Keys, entry_id
 from app.errors import Unavailable
@@ -43,30 +45,11 @@ __all__ = [
     "wipe_streams",
 ]
 
-Redis: TypeAlias = "aioredis.Redis"
-
 # The text of Redis's refusal of an explicit id at or below the stream's top
 # (t_stream.c, "The ID specified in XADD is equal or smaller than the target stream
 # top item"). It means the entry is there already, or was and has been trimmed.
 _ALREADY: Final = "equal or smaller than the target stream top item"
 _SCAN_COUNT: Final = 500
-
-
-def create_redis(
-    url: str, *, socket_timeout: float | None = 5.0, connect_timeout: float = 5.0
-) -> Redis:
-    """A client for ``url`` that returns bytes (entries are bytes end to end).
-
-    ``socket_timeout`` must exceed any ``XREAD BLOCK`` time a caller uses; None waits
-    for ever. The caller owns the client and closes it (``await client.aclose()``).
-    """
-    return aioredis.from_url(
-        url,
-        decode_responses=False,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        health_check_interval=30,
-    )
 
 
 @contextmanager
@@ -130,6 +113,7 @@ async def publish(
     Raises ``Unavailable`` if Redis failed any command; ``relay:position`` is then put
     back as it was, so a crash right after cannot skip an entry that was not written.
     """
+    cluster = is_cluster(redis)
     with translate_errors("publish"):
         async with redis.pipeline(transaction=False) as pipe:
             touched: dict[str, None] = {}
@@ -146,25 +130,40 @@ async def publish(
             if ttl > 0:
                 for key in touched:
                     pipe.expire(key, ttl)
-            pipe.set(keys.relay_position, b"%d" % position, get=True)
+            if not cluster:
+                pipe.set(keys.relay_position, b"%d" % position, get=True)
             results = await pipe.execute(raise_on_error=False)
-    *commands, previous = results
+    # On a cluster the parts of a pipeline run on their nodes at once: the position is
+    # written only after every XADD before it has answered, in a second round trip.
+    previous = None if cluster else results.pop()
+    published, already, failure = _tally(results, len(events))
+    if failure is None and not cluster and isinstance(previous, BaseException):
+        failure = previous
+    if failure is not None:
+        if not cluster:
+            await _put_back(redis, keys, previous)
+        raise Unavailable(f"redis refused part of a publish: {failure}") from failure
+    if cluster:
+        with translate_errors("publish"):
+            previous = await redis.set(keys.relay_position, b"%d" % position, get=True)
+    return PublishResult(published, already, _int_or_none(previous))
+
+
+def _tally(results: Sequence[object], xadds: int) -> tuple[int, int, BaseException | None]:
+    """Entries added, refused as published before, and the first other failure."""
     published = already = 0
     failure: BaseException | None = None
-    for result in commands[: len(events)]:
+    for result in results[:xadds]:
         if isinstance(result, ResponseError) and _ALREADY in str(result):
             already += 1
         elif isinstance(result, BaseException):
             failure = failure or result
         else:
             published += 1
-    for result in [*commands[len(events) :], previous]:
+    for result in results[xadds:]:
         if isinstance(result, BaseException):
             failure = failure or result
-    if failure is not None:
-        await _put_back(redis, keys, previous)
-        raise Unavailable(f"redis refused part of a publish: {failure}") from failure
-    return PublishResult(published, already, _int_or_none(previous))
+    return published, already, failure
 
 
 async def _put_back(redis: Redis, keys: Keys, previous: object) -> None:
@@ -179,18 +178,54 @@ async def _put_back(redis: Redis, keys: Keys, previous: object) -> None:
 
 
 async def read_progress(redis: Redis, keys: Keys) -> Progress:
-    """The relay's position, epoch and store id, each None when missing or unreadable."""
+    """The relay's position, epoch and store id, each None when missing or unreadable.
+
+    When none of them is there but the keys of their earlier names are
+    (``Keys.relay_legacy``, before they shared a hash tag), those are adopted: written
+    under the current names (position first) and deleted, once."""
     with translate_errors("read_progress"):
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.relay_position)
-            pipe.get(keys.relay_epoch)
-            pipe.get(keys.relay_store)
-            position, epoch, store = await pipe.execute()
+        progress = await _read_progress(
+            redis, keys.relay_position, keys.relay_epoch, keys.relay_store
+        )
+        if progress == _NO_PROGRESS:
+            legacy = await _read_progress(redis, *keys.relay_legacy)
+            if legacy != _NO_PROGRESS:
+                await _adopt(redis, keys, legacy)
+                return legacy
+    return progress
+
+
+_NO_PROGRESS: Final = Progress(None, None, None)
+
+
+async def _read_progress(redis: Redis, position: str, epoch: str, store: str) -> Progress:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(position)
+        pipe.get(epoch)
+        pipe.get(store)
+        values = await pipe.execute()
     return Progress(
-        position=_int_or_none(position),
-        epoch=_int_or_none(epoch),
-        store=store.decode() if isinstance(store, bytes) else None,
+        position=_int_or_none(values[0]),
+        epoch=_int_or_none(values[1]),
+        store=values[2].decode() if isinstance(values[2], bytes) else None,
     )
+
+
+async def _adopt(redis: Redis, keys: Keys, legacy: Progress) -> None:
+    """Write ``legacy`` under the current names (what is missing stays missing, and
+    the relay treats it as void), then delete the old keys."""
+    async with redis.pipeline(transaction=False) as pipe:
+        if legacy.position is not None:
+            pipe.set(keys.relay_position, b"%d" % legacy.position)
+        if legacy.epoch is not None:
+            pipe.set(keys.relay_epoch, b"%d" % legacy.epoch)
+        if legacy.store is not None:
+            pipe.set(keys.relay_store, legacy.store.encode())
+        await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys.relay_legacy:
+            pipe.delete(key)  # one key a command: on a cluster they lie on three slots
+        await pipe.execute()
 
 
 async def reset_progress(

@@ -42,6 +42,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
+from app.bus import publish_all
 from app.gateway.liveness import ALIVE, RemotePeers, liveness_line, sessions_of
 from app.gateway.pubsub import Subscription
 from app.observability import metrics
@@ -229,16 +230,19 @@ class PresenceHub:
 
     async def _beat(self) -> None:
         """One liveness line per document with announced local sessions, in one round
-        trip (a pipeline of PUBLISHes)."""
+        trip (a pipeline of PUBLISHes; on a cluster, concurrent ones)."""
         lines = {doc_id: doc.alive_line() for doc_id, doc in self._docs.items()}
         beats = {doc_id: line for doc_id, line in lines.items() if line is not None}
         if not beats:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for doc_id, line in beats.items():
-                    pipe.publish(self.channel(doc_id), f"{self.origin}\n{line}")
-                await pipe.execute()
+            await publish_all(
+                self.redis,
+                [
+                    (self.channel(doc_id), f"{self.origin}\n{line}")
+                    for doc_id, line in beats.items()
+                ],
+            )
         except Exception as exc:  # best effort: the next heartbeat comes within the TTL
             log.warning("presence heartbeat failed", docs=len(beats), error=repr(exc))
 

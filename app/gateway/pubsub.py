@@ -2,7 +2,9 @@
 
 Shared by presence and membership changes: both hold one subscription per document
 per process, resubscribe with a backoff after Redis fails, and hand each message to
-their owner.
+their owner. On a Redis Cluster the subscription is made on the master of the channel's
+slot (the channels carry the document id as hash tag), and a ``PUBLISH`` on any node
+reaches it (docs/relay.md, "Redis Cluster").
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
+
+from app.bus import ready
 
 __all__ = ["Subscription", "listen"]
 
@@ -66,8 +70,10 @@ async def listen(
     ``stopped()``; after a failure, subscribe again with a growing backoff."""
     backoff = _BACKOFF_MIN
     while not stopped():
-        pubsub: Any = redis.pubsub()
+        pubsub: Any = None
         try:
+            await ready(redis)  # a cluster client subscribes by its slot map
+            pubsub = redis.pubsub()
             await pubsub.subscribe(channel)
             if on_subscribed is not None:
                 on_subscribed()
@@ -85,4 +91,5 @@ async def listen(
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
         finally:
-            await asyncio.shield(pubsub.aclose())
+            if pubsub is not None:
+                await asyncio.shield(pubsub.aclose())

@@ -12,12 +12,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis.asyncio as redis
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from app.bus import Keys
+from app.bus import Keys, Redis, create_redis
 from app.command import CommandHandler
 from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
@@ -42,7 +41,7 @@ class Services:
     pool: Any  # asyncpg.Pool (untyped library)
     store: PostgresStore
     handler: CommandHandler
-    redis: redis.Redis
+    redis: Redis
     fanout: Fanout
     presence: PresenceHub
     members: MembersHub
@@ -59,7 +58,13 @@ def services(conn: HTTPConnection) -> Services:
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
-    client = redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = create_redis(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        socket_timeout=5,
+        connect_timeout=5,
+        health_check_interval=0,
+    )
     try:
         # The handler appends through the tap, so the fan-out has each event this process
         # commits before its ack is answered (PROTOCOL.md 4, guarantee 2).

@@ -38,7 +38,7 @@ def config_from(settings: Settings) -> RelayConfig:
 
 async def relay_forever(settings: Settings) -> None:
     """Runs until cancelled."""
-    redis = create_redis(settings.redis_url)
+    redis = create_redis(settings.redis_url, cluster=settings.redis_cluster)
     try:
         config = config_from(settings)
         log.info(

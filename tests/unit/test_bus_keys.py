@@ -11,9 +11,24 @@ def test_the_names_under_the_default_prefix() -> None:
     keys = Keys()
     assert keys.prefix == DEFAULT_PREFIX == "atelier:"
     assert keys.doc_stream("d1") == "atelier:doc:{d1}"
-    assert keys.relay_position == "atelier:relay:position"
-    assert keys.relay_epoch == "atelier:relay:epoch"
-    assert keys.relay_store == "atelier:relay:store"
+    assert keys.relay_position == "atelier:relay:{relay}:position"
+    assert keys.relay_epoch == "atelier:relay:{relay}:epoch"
+    assert keys.relay_store == "atelier:relay:{relay}:store"
+    assert keys.relay_legacy == (
+        "atelier:relay:position",
+        "atelier:relay:epoch",
+        "atelier:relay:store",
+    )
+
+
+def test_the_relay_progress_keys_share_one_hash_tag() -> None:
+    # One slot on a Redis Cluster: read and written together on one node, in order.
+    keys = Keys("t:")
+    tags = {
+        k[k.index("{") + 1 : k.index("}")]
+        for k in (keys.relay_position, keys.relay_epoch, keys.relay_store)
+    }
+    assert tags == {"relay"}
 
 
 def test_the_hash_tag_is_exactly_the_document_id() -> None:

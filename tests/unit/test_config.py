@@ -22,6 +22,7 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
         "postgresql://u@replica:6543/x",
     ),
     "REDIS_URL": ("redis://cache:6380/2", "redis_url", "redis://cache:6380/2"),
+    "REDIS_CLUSTER": (" On ", "redis_cluster", True),
     "REDIS_PREFIX": ("staging:", "redis_prefix", "staging:"),
     "APP_HOST": ("0.0.0.0", "host", "0.0.0.0"),
     "APP_PORT": ("9001", "port", 9001),
@@ -124,6 +125,9 @@ def test_defaults_are_the_documented_ones() -> None:
         if name == "WS_ALLOWED_ORIGINS":
             assert settings.ws_allowed_origins == ()  # `*`: any origin
             continue
+        if name == "REDIS_CLUSTER":
+            assert settings.redis_cluster is False  # off: a single Redis
+            continue
         assert str(getattr(settings, field)) == default.lower() or name == "LOG_FORMAT", name
     assert settings.env == "prod"
     assert not settings.dev
@@ -168,6 +172,8 @@ def test_integer_errors_name_the_variable(name: str) -> None:
         ("RELAY_STREAM_MAXLEN", "0"),
         ("RELAY_STREAM_TTL", "-1"),
         ("RELAY_REPUBLISH_WINDOW", "-1"),
+        ("REDIS_CLUSTER", "yes"),
+        ("REDIS_CLUSTER", "auto"),
         ("REDIS_PREFIX", "a{b}:"),
         ("REDIS_PREFIX", "my prefix:"),
         ("WORKER_BATCH", "0"),
