@@ -49,6 +49,16 @@ _HOLDER: Final = (
     " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 _WAIT_LOG_EVERY: Final = 60.0  # seconds between repeated "waiting" lines
+# What a lost or broken lease connection raises: the network or the server
+# (OSError, TimeoutError, PostgresError) or asyncpg's protocol left mid-operation
+# (InterfaceError "another operation is in progress", InternalClientError).
+_DB_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 class LeaseLost(RuntimeError):
@@ -127,7 +137,7 @@ class Lease:
                         holder_pid=await self._holder(),
                         poll_seconds=self._poll_interval,
                     )
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _DB_ERRORS as exc:
                 log.warning(
                     "relay lease: database unavailable",
                     error=str(exc) or type(exc).__name__,
@@ -181,7 +191,7 @@ class Lease:
         try:
             async with self._lock:
                 return await conn.fetchrow(query, timeout=self._timeout)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DB_ERRORS as exc:
             self.lost.set()
             raise LeaseLost(f"the lease connection failed: {exc}") from exc
 
