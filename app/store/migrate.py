@@ -130,21 +130,23 @@ async def ensure_database(dsn: str) -> bool:
             await conn.close()
 
 
-async def migrate(dsn: str) -> list[str]:
+async def migrate(dsn: str, *, upto: int | None = None) -> list[str]:
     """Apply the pending migrations in order; return the names applied (maybe none).
 
+    ``upto`` stops after that migration number (a database at an older schema, as the
+    tests of a migration over existing data need); by default every file is applied.
     Raises ``MigrationError`` when an applied migration's checksum differs from its
     file, and ``Unavailable`` when the database cannot be reached.
     """
     with translate_errors("migrate"):
         conn = await asyncpg.connect(dsn)
         try:
-            return await _migrate(conn)
+            return await _migrate(conn, LATEST if upto is None else upto)
         finally:
             await conn.close()
 
 
-async def _migrate(conn: asyncpg.Connection) -> list[str]:
+async def _migrate(conn: asyncpg.Connection, upto: int) -> list[str]:
     # A session-level lock, released when migrate() closes the connection, whatever
     # happened in between. Everything below, creating the ledger table included, runs
     # under it (two concurrent CREATE TABLE IF NOT EXISTS can collide on the catalog).
@@ -163,7 +165,7 @@ async def _migrate(conn: asyncpg.Connection) -> list[str]:
             )
     done: list[str] = []
     for migration in known:
-        if migration.number in applied:
+        if migration.number in applied or migration.number > upto:
             continue
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'")

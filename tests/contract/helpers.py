@@ -64,10 +64,12 @@ async def assert_log_consistent(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     events that exist.
     """
     head = await conn.fetchval("SELECT last_position FROM log_head")
-    count, low, high = await conn.fetchrow(
-        "SELECT count(*), min(position), max(position) FROM events"
+    count, distinct, low, high = await conn.fetchrow(
+        "SELECT count(*), count(DISTINCT position), min(position), max(position) FROM events"
     )
     assert count == head, f"{count} events but head {head}"
+    # Unique by construction, not by a constraint (events is partitioned by doc_id).
+    assert distinct == count, f"{count - distinct} events share a position"
     if count:
         assert (low, high) == (1, head), f"positions span {low}..{high}, head {head}"
     bad_docs = await conn.fetch(

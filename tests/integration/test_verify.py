@@ -139,6 +139,35 @@ async def test_a_broken_stream_and_log(projected: PostgresStore) -> None:
     assert any("cannot follow" in d for d in report.checks[-2].details), "the fold breaks too"
 
 
+async def test_an_event_at_a_position_another_holds(projected: PostgresStore) -> None:
+    """Positions are unique by construction, not by a constraint (events is partitioned
+    by document, migration 0006): a forged event at a taken position, with the head
+    moved so the count adds up, is a shared position and a hole."""
+    pool = projected.pool
+    async with pool.acquire() as conn, conn.transaction():
+        head = await conn.fetchval("SELECT last_position FROM log_head")
+        v = await conn.fetchval("SELECT v FROM documents WHERE id = 'doc1'")
+        taken = await conn.fetchval("SELECT position FROM events WHERE doc_id = 'doc0' AND v = 3")
+        await conn.execute(
+            "INSERT INTO events (position, doc_id, v, kind, op, effect, actor, ts)"
+            " VALUES ($1, 'doc1', $2, 'doc.rename', $3, '{}', 'alice', now()),"
+            "        ($4, 'doc1', $5, 'doc.rename', $3, '{}', 'alice', now())",
+            taken,
+            v + 1,
+            orjson.dumps({"kind": "doc.rename", "title": "x"}),
+            head + 2,
+            v + 2,
+        )
+        await conn.execute("UPDATE documents SET v = $1 WHERE id = 'doc1'", v + 2)
+        await conn.execute("UPDATE log_head SET last_position = $1", head + 2)
+    report = await verify(pool)
+    assert report.checks[1].details == [
+        f"1 events at a position another event holds, first at {taken} (2 events)",
+        f"1 holes in 1..{head + 2}, first at {head + 1}",
+    ]
+    assert not report.ok
+
+
 async def test_a_wrong_last_position_and_a_checkpoint_past_the_head(
     projected: PostgresStore,
 ) -> None:
