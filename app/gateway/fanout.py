@@ -203,12 +203,15 @@ class Channel:
                 reply: Any = await redis.xread(
                     {key: last_id}, count=_READ_COUNT, block=self.fanout.block_ms
                 )
+                if backoff > _BACKOFF_MIN:
+                    log.info("fanout redis read resumed", doc=self.doc_id)
                 backoff = _BACKOFF_MIN
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if self._stopped:
                     return
+                metrics.redis_errors_total.labels(where="fanout").inc()
                 log.warning("fanout redis read failed", doc=self.doc_id, error=repr(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -27,6 +27,7 @@ import orjson
 import structlog
 
 from app.gateway.pubsub import Subscription
+from app.observability import metrics
 
 __all__ = ["MembersHub", "OnChange"]
 
@@ -116,6 +117,7 @@ class MembersHub:
         try:
             await self.redis.publish(self.channel(doc_id), payload)
         except Exception as exc:  # the store is the truth; the next hello reads it
+            metrics.redis_errors_total.labels(where="members").inc()
             log.warning("members publish failed", doc=doc_id, error=repr(exc))
 
     async def close(self) -> None:

@@ -33,6 +33,12 @@ names below are what the code uses:
                                    missing (Redis lost its progress), ahead (progress
                                    beyond the log's head), epoch, store
     relay_redis_errors_total       failed Redis round trips of the relay (retried)
+    redis_errors_total{where}      failed Redis round trips of a gateway: fanout (a
+                                   document's stream reader, retried) or members (a
+                                   role change not published; the store has it)
+    store_errors_total{what}       PostgreSQL calls that failed as unavailable (connection
+                                   refused or lost, pool or statement timeout, failover,
+                                   too many connections), by operation, in any process
     relay_lease_held               1 while this process holds the relay lease
     catchup_store_reads_total{reason}
                                    read_after answered from PostgreSQL: gap (Redis did
@@ -86,6 +92,7 @@ __all__ = [
     "exclusive_appends_total",
     "http_requests_total",
     "ops_total",
+    "redis_errors_total",
     "relay_already_published_total",
     "relay_lag_events",
     "relay_lag_seconds",
@@ -97,6 +104,7 @@ __all__ = [
     "render",
     "snapshots_written_total",
     "snapshotter_position",
+    "store_errors_total",
     "version_conflicts_total",
     "worker_batch_events",
     "worker_batch_seconds",
@@ -231,6 +239,19 @@ relay_republishes_total: Final = Counter(
 relay_redis_errors_total: Final = Counter(
     "atelier_relay_redis_errors",
     "Failed Redis round trips of the relay (each retried with backoff).",
+    registry=REGISTRY,
+)
+redis_errors_total: Final = Counter(
+    "atelier_redis_errors",
+    "Failed Redis round trips of a gateway process, by where (fanout, members).",
+    ["where"],
+    registry=REGISTRY,
+)
+store_errors_total: Final = Counter(
+    "atelier_store_errors",
+    "PostgreSQL calls that failed as unavailable (connection, pool, timeout, failover),"
+    " by operation.",
+    ["what"],
     registry=REGISTRY,
 )
 relay_lease_held: Final = Gauge(

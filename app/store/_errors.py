@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import asyncpg
 
 from app.errors import Unavailable
+from app.observability import metrics
 
 __all__ = ["UNAVAILABLE_ERRORS", "is_unavailable", "translate_errors"]
 
@@ -59,5 +60,6 @@ def translate_errors(what: str) -> Iterator[None]:
         raise
     except Exception as exc:
         if is_unavailable(exc):
+            metrics.store_errors_total.labels(what=what).inc()
             raise Unavailable(f"event store unavailable during {what}: {exc}") from exc
         raise

@@ -80,14 +80,17 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
-async def scrape(url: str) -> Samples:
-    """Every family of the exposition at ``url``, parsed by prometheus_client."""
+async def scrape(url: str, types: dict[str, str] | None = None) -> Samples:
+    """Every family of the exposition at ``url``, parsed by prometheus_client; each
+    family's type goes into ``types`` when given."""
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.get(url)
     assert response.status_code == 200, response.text
     families: Samples = {}
     for family in text_string_to_metric_families(response.text):
         samples = families.setdefault(family.name, {})
+        if types is not None:
+            types[family.name] = family.type
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return families
