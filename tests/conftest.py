@@ -14,6 +14,12 @@ PostgreSQL
     ``scratch_dsn``   (function) a factory of further empty, unmigrated databases,
                       for tests of the migration runner itself; dropped afterwards.
 
+    ``pg_replica``    (session) a ``ReplicaPair`` (tests/support/pgreplica.py): a
+                      scratch primary and a hot standby streaming from it, on free
+                      ports, database ``atelier`` migrated; ``.primary_url``,
+                      ``.replica_url``, ``.replayed()``, ``.pause_replay()``. Tests on
+                      it override ``pg_dsn`` with ``.primary_url``.
+
 Redis (``redis_url``, ``redis_prefix``, ``redis``, ``redis_server``) is described at
 the top of its section below. Further services go in their own sections, same habits:
 session-scoped servers or databases, function-scoped clients, cleanup in the fixture.
@@ -40,6 +46,7 @@ from app.bus import Keys, Redis, create_redis
 from app.store.migrate import ensure_database, migrate
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
+from tests.support.pgreplica import ReplicaPair
 
 # ---------------------------------------------------------------------------------
 # PostgreSQL
@@ -193,6 +200,16 @@ async def scratch_dsn(pg_admin_dsn: str) -> AsyncIterator[Callable[[], str]]:
     finally:
         for name in names:
             await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def pg_replica() -> Iterator[ReplicaPair]:
+    pair = ReplicaPair.start()
+    try:
+        asyncio.run(migrate(pair.primary_url))
+        yield pair
+    finally:
+        pair.stop()
 
 
 # ---------------------------------------------------------------------------------

@@ -6,6 +6,11 @@ is read: 404 for an unknown document, 403 for a non-member; viewers may read. Th
 views are eventually consistent: an answer may be a little behind the last ack, and
 ``GET /api/documents/{id}?min_v=`` is how a client waits for its own write.
 
+The queries read ``svc.reads`` and ``svc.read_store``: a streaming replica's when
+``DATABASE_READ_URL`` is set, else the primary's. The access checks and ``/events``
+(which clients use to fill gaps in what they hold) stay on the primary
+(docs/readside.md, "Reading a replica").
+
 State bytes are spliced into the answers as stored, never parsed and re-encoded, so a
 large document costs one copy, not a decode and an encode.
 """
@@ -96,7 +101,7 @@ async def list_documents(request: Request) -> Response:
     assert limit is not None
     cursor = request.query_params.get("cursor")
     after = decode_cursor(cursor) if cursor else None
-    rows = await svc.views.catalog(who.user, limit + 1, after)
+    rows = await svc.reads.catalog(who.user, limit + 1, after)
     page = rows[:limit]
     following = encode_cursor(page[-1]) if len(rows) > limit else None
     return json_response({"documents": [r.to_json() for r in page], "next": following})
@@ -113,7 +118,15 @@ async def get_document(request: Request) -> Response:
         await svc.watch.wait_for(doc_id, min_v, MIN_V_TIMEOUT)
     if at is not None:
         return _json_bytes(_state_body(doc_id, at, await svc.history.state_at(doc_id, at)))
-    row = await svc.views.state(doc_id)
+    # After a wait, the state at or past min_v, never an older one: should the reads have
+    # moved from the primary back to a replica that is behind since the wait, the
+    # primary's view (at or past the replica's) answers.
+    if min_v:
+        row = await svc.reads.state_at_least(doc_id, min_v)
+        if row is None and svc.reads is not svc.views:
+            row = await svc.views.state_at_least(doc_id, min_v)
+    else:
+        row = await svc.reads.state(doc_id)
     if row is not None:
         return _json_bytes(_state_body(doc_id, row.v, row.state))
     return _json_bytes(await _committed_state(svc, doc_id))
@@ -160,7 +173,7 @@ async def list_activity(request: Request) -> Response:
     limit = _int_param(request, "limit", 50, 1, 100)
     assert limit is not None
     await require_role(svc.store, doc_id, who.user)
-    items = await svc.views.activity(doc_id, limit)
+    items = await svc.reads.activity(doc_id, limit)
     return json_response(
         {"items": [{"v": a.v, "actor": a.actor, "kind": a.kind, "ts": a.ts} for a in items]}
     )
@@ -171,7 +184,7 @@ async def list_versions(request: Request) -> Response:
     who = authenticate(request, svc.settings.secret)
     doc_id = _doc_id(request)
     await require_role(svc.store, doc_id, who.user)
-    named = await svc.store.list_versions(doc_id)
+    named = await svc.read_store.list_versions(doc_id)
     return json_response(
         {"versions": [{"name": n.name, "v": n.v, "ts": n.ts, "actor": n.actor} for n in named]}
     )

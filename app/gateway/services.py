@@ -1,16 +1,22 @@
 """What a gateway process owns for its lifetime: pool, store, command handler, Redis,
 the websocket fan-out, and the read side's queries (views, time travel, the min_v watch).
 
+With ``DATABASE_READ_URL`` set, a second pool on that streaming replica serves the
+queries (``reads``, ``read_store``, ``history``, the watch's versions) through a
+``ReadPool`` that falls back to the primary while the replica cannot answer; what must
+be fresh (access checks, the welcome's state, the write side) stays on ``pool``
+(docs/readside.md, "Reading a replica").
+
 Created by the lifespan and closed in reverse order (STYLE.md habit 12); handlers
 reach them through ``services(request)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import structlog
 from starlette.applications import Starlette
@@ -26,13 +32,17 @@ from app.gateway.quotas import UserQuotas
 from app.observability import metrics
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
+from app.store.readpool import ReadPool
 from app.views.reader import ReadViews
-from app.views.timetravel import TimeTravel
+from app.views.replay import ReplicaReplay
+from app.views.timetravel import ReplicaStreams, TimeTravel
 from app.views.watch import ReadWatch
 
 __all__ = ["Services", "lifespan", "services"]
 
 log = structlog.get_logger(__name__)
+
+_REPLICA_CONNECT_TIMEOUT: Final = 3.0  # seconds: then the query falls back to the primary
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +56,12 @@ class Services:
     presence: PresenceHub
     members: MembersHub
     quotas: UserQuotas
-    views: ReadViews
+    views: ReadViews  # on the primary: the welcome's state
     history: TimeTravel  # ?at= and diff
     watch: ReadWatch  # ?min_v=
+    reads: ReadViews  # the queries': the replica's when there is one, else = views
+    read_store: PostgresStore  # named versions, time travel's events: likewise, else = store
+    replica: ReadPool | None = None  # None without DATABASE_READ_URL
 
 
 def services(conn: HTTPConnection) -> Services:
@@ -58,6 +71,20 @@ def services(conn: HTTPConnection) -> Services:
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
+    replica: ReadPool | None = None
+    if settings.database_read_url:
+        # No connection opened now (min_size 0): a replica that is down when the gateway
+        # starts costs nothing but reads from the primary until it is back.
+        replica = ReadPool(
+            await create_pool(
+                settings.database_read_url,
+                settings.db_pool_size,
+                min_size=0,
+                server_settings={"application_name": "atelier-read"},
+                connect_timeout=_REPLICA_CONNECT_TIMEOUT,
+            ),
+            pool,
+        )
     client = create_redis(
         settings.redis_url,
         cluster=settings.redis_cluster,
@@ -96,7 +123,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         await handler.start()
         views = ReadViews(pool)
-        watch = ReadWatch(settings.database_url, views.version)
+        reads: ReadViews = views
+        read_store: PostgresStore = store
+        replay: Callable[[], Awaitable[None]] | None = None
+        if replica is not None:
+            reads, read_store = ReadViews(replica), PostgresStore(replica)
+            replay = ReplicaReplay(pool, replica).caught_up
+        watch = ReadWatch(settings.database_url, reads.version, replay=replay)
         watch.start()
         try:
             yield Services(
@@ -110,8 +143,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 members,
                 quotas,
                 views,
-                TimeTravel(views, store),
+                TimeTravel(reads, ReplicaStreams(read_store, store) if replica else store),
                 watch,
+                reads,
+                read_store,
+                replica,
             )
         finally:
             await watch.close()
@@ -124,6 +160,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await members.close()
     finally:
         await client.aclose()
+        if replica is not None:
+            await replica.replica.close()
         await pool.close()
 
 

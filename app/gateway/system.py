@@ -15,6 +15,7 @@ from app.gateway.responses import json_response
 from app.gateway.services import services
 from app.observability.metrics import render
 from app.store.migrate import schema_status
+from app.store.readpool import ReadPool
 from app.tokens import issue_token
 
 __all__ = ["routes"]
@@ -43,9 +44,23 @@ async def readyz(request: Request) -> Response:
         report["redis"] = "ok"
     except Exception as exc:
         report["redis"] = f"unreachable: {type(exc).__name__}"
+    if svc.replica is not None:
+        report["replica"] = await _replica_status(svc.replica)
+    # A replica that cannot answer leaves the gateway ready: its queries read the primary.
     ready = report.get("postgres") == "ok" and report.get("schema") == "current"
     ready = ready and report["redis"] == "ok"
     return json_response({"ready": ready, **report}, 200 if ready else 503)
+
+
+async def _replica_status(reads: ReadPool) -> str:
+    """``ok``, ``not in recovery`` (DATABASE_READ_URL is not a standby), or
+    ``unreachable: <error>; reading the primary``."""
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT):
+            standby = await reads.replica.fetchval("SELECT pg_is_in_recovery()")
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}; reading the primary"
+    return "ok" if standby else "not in recovery"
 
 
 async def metrics(request: Request) -> Response:

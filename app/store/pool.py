@@ -42,12 +42,14 @@ async def create_pool(
     *,
     min_size: int | None = None,
     server_settings: dict[str, str] | None = None,
+    connect_timeout: float = 60.0,
 ) -> asyncpg.Pool:
     """An ``asyncpg.Pool`` of at most ``size`` connections to ``dsn``.
 
     ``min_size`` connections (default ``min(size, 2)``) are opened now, so a wrong DSN
     fails here with ``Unavailable`` rather than on the first request.
-    ``server_settings`` override ``SERVER_SETTINGS`` key by key.
+    ``server_settings`` override ``SERVER_SETTINGS`` key by key. ``connect_timeout``:
+    seconds a new connection may take (asyncpg's default, 60, unless given).
     """
     if size < 1:
         raise ValueError(f"pool size must be at least 1, got {size}")
@@ -58,6 +60,7 @@ async def create_pool(
             min_size=min(size, 2) if min_size is None else min_size,
             max_size=size,
             command_timeout=COMMAND_TIMEOUT,
+            timeout=connect_timeout,
             server_settings=settings,
             init=_init_connection,
         )

@@ -28,7 +28,7 @@ from app.store.ports import StoredEvent
 from app.views.project import decode_state, encode_state
 from app.views.reader import StateRow
 
-__all__ = ["CACHE_BYTES", "Bases", "StateCache", "Streams", "TimeTravel"]
+__all__ = ["CACHE_BYTES", "Bases", "ReplicaStreams", "StateCache", "Streams", "TimeTravel"]
 
 # The cache holds at most this many bytes of state (the sum of the cached states'
 # lengths; Python's own overhead per entry is small beside a state). 64 MiB is about
@@ -50,6 +50,22 @@ class Streams(Protocol):
     async def read_stream(
         self, doc_id: str, after_v: int = 0, limit: int | None = None
     ) -> list[StoredEvent]: ...
+
+
+class ReplicaStreams:
+    """The events of a streaming replica, or the primary's when the replica has none
+    after ``after_v``: a replica a little behind must not make a version that was
+    committed look beyond the document's last one (400)."""
+
+    def __init__(self, replica: Streams, primary: Streams) -> None:
+        self._replica = replica
+        self._primary = primary
+
+    async def read_stream(
+        self, doc_id: str, after_v: int = 0, limit: int | None = None
+    ) -> list[StoredEvent]:
+        events = await self._replica.read_stream(doc_id, after_v, limit)
+        return events or await self._primary.read_stream(doc_id, after_v, limit)
 
 
 class StateCache:
