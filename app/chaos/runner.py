@@ -111,9 +111,12 @@ class Run:
 
     async def deploy(self, dep: Deployment) -> None:
         self.say(f"run folder {dep.root}")
-        await dep.pg.init()
-        await dep.pg.start()
-        await dep.redis.start()
+
+        async def pg() -> None:
+            await dep.pg.init()
+            await dep.pg.start()
+
+        await asyncio.gather(pg(), dep.redis.start())
         dep.pg_proxy = await TcpProxy("127.0.0.1", dep.pg.port).start()
         dep.redis_proxy = await TcpProxy("127.0.0.1", dep.redis.port).start()
         self.say(
@@ -417,7 +420,9 @@ class Run:
             self.say("load over; settling (restore everything, answers, catch-up)")
             final = await self.settle(dep)
             states = await self.read_states(dep, final)
+            checked = time.monotonic()
             await self.check(dep, states)
+            self.say(f"checked in {time.monotonic() - checked:.1f} s")
             return self.report(dep)
         finally:
             for task in tasks:
@@ -565,9 +570,10 @@ class Run:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(dep.pg.stop_now)
         if self.opts.keep:
-            self.say(f"kept the run folder {dep.root}")
+            self.say(f"torn down; kept the run folder {dep.root}")
         else:
             shutil.rmtree(dep.root, ignore_errors=True)
+            self.say("torn down")
 
 
 def run(opts: Options, out: TextIO | None = None) -> int:
