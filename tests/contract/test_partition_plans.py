@@ -209,3 +209,39 @@ async def test_the_rebuild_keyset_is_a_merge_of_primary_key_scans(
     page of half the table, sorting each partition is rightly cheaper)."""
     assert_merge_of_index_scans(await explain(conn, KEYSET, "doc-30", 12, 500), "pkey")
     assert_merge_of_index_scans(await explain_generic(conn, KEYSET, "doc-30", 12, 500), "pkey")
+
+
+async def test_an_append_locks_only_the_partitions_it_writes(
+    conn: asyncpg.Connection,
+) -> None:
+    """atelier_append (0007) names events only to insert, and for duplicates: once its
+    generic plans are cached, an append of two documents locks those documents'
+    partitions and no other (0003's result statement locked all sixteen and their
+    indexes on every call)."""
+    call = (
+        "SELECT status FROM atelier_append($1::text[], $2::bigint[], $3::text[],"
+        " $4::text[], $5::text[], $6::bytea[], $7::bytea[])"
+    )
+    docs = ["doc-1", "doc-2"]
+    homes = {await partition_of(conn, d) for d in docs}
+    versions = dict(await conn.fetch("SELECT id, v FROM documents WHERE id = ANY($1)", docs))
+    for i in range(8):  # past the first calls: the cached generic plans are what runs
+        args = [versions[d] + i for d in docs]
+        async with conn.transaction():
+            rows = await conn.fetch(
+                call,
+                docs,
+                args,
+                ["alice"] * 2,
+                [f"lk-{i}-{d}" for d in docs],
+                ["k"] * 2,
+                [b"{}"] * 2,
+                [b"{}"] * 2,
+            )
+            assert [r["status"] for r in rows] == ["ok", "ok"]
+            locked = await conn.fetch(
+                "SELECT DISTINCT relation::regclass::text AS rel FROM pg_locks"
+                " WHERE pid = pg_backend_pid() AND locktype = 'relation'"
+                " AND relation::regclass::text LIKE 'events%'"
+            )
+    assert {r["rel"] for r in locked} == {"events", *homes}
