@@ -429,7 +429,8 @@ SPEC: dict[str, Any] = {
         },
         "/readyz": {
             "get": {
-                "summary": "200 when PostgreSQL and Redis answer and the schema is current",
+                "summary": "200 when PostgreSQL and Redis answer and the schema is current "
+                "(a replica, DATABASE_READ_URL, is reported as `replica`, not required)",
                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
             }
         },
