@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("views", nargs="*", metavar="VIEW", help=f"one of {', '.join(VIEWS)}")
     rebuild.add_argument("--all", action="store_true", help="every view, with one fold")
     rebuild.add_argument("--keep-old", action="store_true", help="keep the old generation's table")
+    rebuild.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the progress at METRICS_HOST:PORT/metrics while it runs (0: any free port)",
+    )
     verify = sub.add_parser("verify", help="replay every stream and check I2, I5 and I6")
     verify.add_argument("--doc", help="check this document only")
     verify.add_argument(
@@ -151,7 +157,10 @@ def _run(command: str, settings: Settings, args: argparse.Namespace) -> int:
             print(f"{_PROG}: rebuild takes VIEW... or --all, not both", file=sys.stderr)
             return 2
         return rebuild.run(
-            settings, views=list(VIEWS) if args.all else args.views, keep_old=args.keep_old
+            settings,
+            views=list(VIEWS) if args.all else args.views,
+            keep_old=args.keep_old,
+            metrics_port=args.metrics_port,
         )
     if command == "verify":
         from app.ops import verify

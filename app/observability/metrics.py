@@ -61,6 +61,10 @@ names below are what the code uses:
     worker_cas_failures_total      batches refused by the checkpoint compare-and-set
     worker_dead_letters_total{view,shard}
                                    events a projection could not apply (shard paused)
+    rebuild_fold_events            events the running rebuild's fold reads (its total;
+                                   ``python -m app rebuild --metrics-port``)
+    rebuild_folded_events_total    events the rebuild's fold has read so far
+    rebuild_loaded_rows_total      rows the rebuild has loaded into the new tables
     ws_fanout_seconds              commit (the event's ts) to the last local socket
                                    write of its run, per gateway process
     ws_presence_updates_total      presence updates accepted from local sessions
@@ -92,6 +96,9 @@ __all__ = [
     "exclusive_appends_total",
     "http_requests_total",
     "ops_total",
+    "rebuild_fold_events",
+    "rebuild_folded_events_total",
+    "rebuild_loaded_rows_total",
     "redis_errors_total",
     "relay_already_published_total",
     "relay_lag_events",
@@ -377,6 +384,23 @@ worker_dead_letters_total: Final = Counter(
     "atelier_worker_dead_letters",
     "Events a projection could not apply; each pauses its shard.",
     ["view", "shard"],
+    registry=REGISTRY,
+)
+
+# The rebuild command (app/ops/rebuild.py), served while it runs with --metrics-port.
+rebuild_fold_events: Final = Gauge(
+    "atelier_rebuild_fold_events",
+    "Events the running rebuild's fold reads in all (set when the fold starts).",
+    registry=REGISTRY,
+)
+rebuild_folded_events_total: Final = Counter(
+    "atelier_rebuild_folded_events",
+    "Events the rebuild's fold has read so far (progress: over atelier_rebuild_fold_events).",
+    registry=REGISTRY,
+)
+rebuild_loaded_rows_total: Final = Counter(
+    "atelier_rebuild_loaded_rows",
+    "Rows the rebuild has loaded (COPY) into the views' new tables.",
     registry=REGISTRY,
 )
 

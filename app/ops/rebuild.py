@@ -1,21 +1,27 @@
 """``python -m app rebuild VIEW... | --all``: blue-green rebuild of views from the events.
 
 The work is ``app.views.rebuild``'s; this runner owns what an operator sees: progress
-bars with their rates on stderr (tqdm), and on stdout what changed and how fast.
+bars with their rates on stderr (tqdm), and on stdout what changed and how fast. The
+same progress is counted in ``atelier_rebuild_*`` metrics, served while the rebuild
+runs at ``METRICS_HOST:PORT/metrics`` when ``--metrics-port PORT`` is given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Final, TextIO
 
 import asyncpg
+from prometheus_client import Counter
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
 
 from app.config import Settings
 from app.errors import AppError
+from app.observability import metrics
+from app.observability.exporter import exporting
 from app.ops.migrate import redact
 from app.store.pool import create_pool
 from app.views.rebuild import Bar, Bars, RebuildError, Summary, rebuild
@@ -27,10 +33,25 @@ __all__ = ["run"]
 _SETTINGS: Final = {"application_name": "atelier-rebuild", "statement_timeout": "0"}
 
 
+class _Counted:
+    """A bar whose updates are also counted in a metric."""
+
+    def __init__(self, bar: Bar, counter: Counter) -> None:
+        self._bar = bar
+        self._counter = counter
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+        self._counter.inc(n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
 def _bars(err: TextIO) -> Bars:
     position = 0
 
-    def make(desc: str, total: int | None, unit: str) -> Bar:
+    def _bar(desc: str, total: int | None, unit: str) -> Bar:
         nonlocal position
         bar: Bar = tqdm(
             desc=desc,
@@ -44,6 +65,15 @@ def _bars(err: TextIO) -> Bars:
             dynamic_ncols=True,
         )
         position += 1
+        return bar
+
+    def make(desc: str, total: int | None, unit: str) -> Bar:
+        bar = _bar(desc, total, unit)
+        if desc == "fold":
+            metrics.rebuild_fold_events.set(total or 0)
+            return _Counted(bar, metrics.rebuild_folded_events_total)
+        if desc == "load":
+            return _Counted(bar, metrics.rebuild_loaded_rows_total)
         return bar
 
     return make
@@ -71,10 +101,12 @@ def run(
     views: Sequence[str],
     keep_old: bool = False,
     lock_timeout: float = 2.0,
+    metrics_port: int | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Rebuild ``views`` (names of ``VIEWS``) with one fold; 0 when every one switched."""
+    """Rebuild ``views`` (names of ``VIEWS``) with one fold; 0 when every one switched.
+    ``metrics_port``: serve the progress metrics there while it runs (None: no listener)."""
     out = out or sys.stdout
     err = err or sys.stderr
     unknown = [name for name in views if name not in VIEWS]
@@ -85,8 +117,16 @@ def run(
         )
         return 2
     names: list[View] = [name for name in VIEWS if name in views]
+    listener = (
+        contextlib.nullcontext()
+        if metrics_port is None
+        else exporting(settings.metrics_host, metrics_port, process="rebuild")
+    )
     try:
-        summary = asyncio.run(_rebuild(settings.database_url, names, keep_old, err, lock_timeout))
+        with listener:
+            summary = asyncio.run(
+                _rebuild(settings.database_url, names, keep_old, err, lock_timeout)
+            )
     except RebuildError as exc:
         print(f"atelier: rebuild failed, nothing serving changed: {exc}", file=err)
         return 1

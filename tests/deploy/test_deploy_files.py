@@ -471,6 +471,8 @@ def test_dashboard_covers_the_issue_s_metrics() -> None:
         "atelier_exclusive_appends_total",
         "atelier_ws_fanout_seconds_bucket",
         "atelier_ws_presence_updates_total",
+        "atelier_rebuild_folded_events_total",
+        "atelier_rebuild_fold_events",
         "atelier_worker_lag_events",
         "atelier_worker_lag_seconds",
         "atelier_worker_dead_letters_total",
