@@ -77,6 +77,8 @@ async def listen(
             await pubsub.subscribe(channel)
             if on_subscribed is not None:
                 on_subscribed()
+            if backoff > _BACKOFF_MIN:
+                log.info("subscription resumed", what=what, channel=channel)
             backoff = _BACKOFF_MIN
             while not stopped():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)

@@ -16,13 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
-from websockets.asyncio.client import ClientConnection, connect
 
 from app.bus import Keys, Redis
 from app.store.postgres import PostgresStore
 from tests.support.appprocess import ROOT, AppProcess
-from tests.support.faultrig import FaultRig, log_events, wait_for
+from tests.support.faultrig import FaultRig, Socket, log_events, wait_for
 from tests.support.relay import assert_published_exactly
 from tests.support.worker import assert_views_exact, wait_caught_up
 
@@ -32,51 +30,6 @@ UNAVAILABLE_WITHIN = 6.0
 
 def rename(n: int) -> dict[str, Any]:
     return {"kind": "doc.rename", "title": f"title {n}"}
-
-
-class Socket:
-    """One websocket session of the test: what it received, in order."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-        self.answers: dict[str, list[dict[str, Any]]] = {}
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, rig: FaultRig, doc_id: str, user: str) -> Socket:
-        ws = await connect(rig.ws_url(doc_id), open_timeout=10, close_timeout=2)
-        await ws.send(orjson.dumps({"type": "hello", "token": rig.token(user)}).decode())
-        welcome = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert welcome["type"] == "welcome", welcome
-        socket = cls(ws)
-        socket.welcome_v = int(welcome["v"])
-        return socket
-
-    welcome_v = 0
-
-    async def _read(self) -> None:
-        async for frame in self.ws:
-            message = orjson.loads(frame)
-            kind = message["type"]
-            if kind == "event":
-                self.events.append(message)
-            elif kind == "events":
-                self.events.extend(message["events"])
-            elif kind in ("ack", "reject"):
-                self.answers.setdefault(message["id"], []).append(message)
-
-    async def op(self, op_id: str, op: dict[str, Any], within: float = 10) -> dict[str, Any]:
-        """Send the op and wait for its next answer (ack or reject)."""
-        seen = len(self.answers.get(op_id, []))
-        await self.ws.send(orjson.dumps({"type": "op", "id": op_id, "op": op}).decode())
-        await wait_for(lambda: len(self.answers.get(op_id, [])) > seen, within, f"answer {op_id}")
-        return self.answers[op_id][seen]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)
 
 
 async def _retry_ws(socket: Socket, op_id: str, op: dict[str, Any]) -> int:
