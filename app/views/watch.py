@@ -15,10 +15,13 @@ woken on reconnect, since notifications sent meanwhile are lost.
 When the versions are read from a streaming replica (``DATABASE_READ_URL``), the
 notification still comes from the primary (a hot standby delivers none), and it may
 arrive before the replica has replayed the batch. Then ``replay`` is given: the
-notifications are gathered, and one task per process waits until the replica has
-replayed what the primary had written when they arrived (``ReplicaReplay.caught_up``,
-at most ``replay_limit`` seconds), then wakes their waiters, which re-read the
-replica. Notifications that arrive meanwhile are gathered for the next round.
+documents notified that have waiters are gathered, and one task per process waits
+until the replica has replayed what the primary had written when they arrived
+(``ReplicaReplay.caught_up``, at most ``replay_limit`` seconds), then wakes their
+waiters, which re-read the replica. Notifications that arrive meanwhile are gathered
+for the next round. A waiter whose first read finds the replica behind asks for a
+round too (a batch notified before it came may not be replayed yet). Without waiters,
+a notification costs nothing.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class ReadWatch:
         self._waiters[doc_id] = self._waiters.get(doc_id, 0) + 1
         try:
             async with asyncio.timeout(within):
+                first = True
                 while True:
                     # Taken BEFORE the read: a wake between the read and the wait sets
                     # this very event, so it is never missed.
@@ -128,6 +132,11 @@ class ReadWatch:
                     v = await self._versions(doc_id)
                     if v is not None and v >= min_v:
                         return v
+                    if first and self._replay is not None:
+                        # A batch notified before this waiter came may not be replayed
+                        # yet: one round wakes it once the replica has what is written.
+                        self._hold([doc_id])
+                    first = False
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._recheck):
                             await signal.wait()
@@ -158,7 +167,12 @@ class ReadWatch:
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         docs = docs_in(payload)
         if self._replay is not None:
-            self._hold(docs)
+            # Only documents waited on now; a waiter that comes later and reads the
+            # replica behind starts a round of its own (``wait_for``).
+            if docs is None and self._waiters:
+                self._hold(None)
+            elif docs is not None and (waited := [d for d in docs if d in self._waiters]):
+                self._hold(waited)
             return
         if docs is None:
             self.wake_all()
@@ -171,8 +185,6 @@ class ReadWatch:
         if docs is None:
             self._held_all = True
         else:
-            # Every document, not only those waited on now: a waiter that comes in
-            # before the replica has replayed this reads it behind, and is woken here.
             self._held.update(docs)
         if self._releasing is None or self._releasing.done():
             self._releasing = asyncio.create_task(self._release(), name="read-watch-replay")
