@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 
@@ -26,11 +28,15 @@ __all__ = ["follow_and_snapshot", "run"]
 log = structlog.get_logger(__name__)
 
 _CLOSE_TIMEOUT = 5.0
+_INITIAL_BACKOFF = 0.05
+_MAX_BACKOFF = 5.0
+T = TypeVar("T")
 
 
 async def follow_and_snapshot(settings: Settings) -> None:
-    """Runs until cancelled; the follower reconnects by itself after losing PostgreSQL."""
-    pool = await create_pool(settings.database_url, 2)
+    """Runs until cancelled. Waits for PostgreSQL when it cannot be reached at start
+    (retrying with backoff); the follower reconnects by itself after losing it later."""
+    pool = await _retrying("connect", lambda: create_pool(settings.database_url, 2))
     try:
         store = PostgresStore(pool)
         snapshotter = Snapshotter(
@@ -39,9 +45,12 @@ async def follow_and_snapshot(settings: Settings) -> None:
         # New events only: a document behind on snapshots gets one with its next
         # event, since the snapshotter compares against the newest snapshot stored.
         follower = LogFollower(
-            settings.database_url, after=await store.head(), application_name="atelier-snapshots"
+            settings.database_url,
+            after=await _retrying("read the head", store.head),
+            application_name="atelier-snapshots",
         )
-        async with follower:
+        await _retrying("follow the log", follower.connect)
+        try:
             log.info(
                 "snapshotter following", position=follower.position, every=settings.snapshot_every
             )
@@ -52,12 +61,31 @@ async def follow_and_snapshot(settings: Settings) -> None:
                 except Unavailable as exc:
                     log.warning("snapshot skipped", error=exc.message)
                 metrics.snapshotter_position.set(follower.position)
+        finally:
+            await follower.close()
     finally:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await pool.close()
         except TimeoutError:
             pool.terminate()
+
+
+async def _retrying(what: str, make: Callable[[], Awaitable[T]]) -> T:
+    """``make()`` until PostgreSQL answers, with backoff (0.05 s doubling to 5 s)."""
+    delay = _INITIAL_BACKOFF
+    while True:
+        try:
+            return await make()
+        except Unavailable as exc:
+            log.warning(
+                "snapshotter cannot reach the database",
+                step=what,
+                error=exc.message,
+                retry_in=delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
 
 
 def run(settings: Settings) -> int:

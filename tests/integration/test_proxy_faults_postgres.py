@@ -21,7 +21,7 @@ from app.bus import Keys, Redis
 from app.store.postgres import PostgresStore
 from tests.support.appprocess import ROOT, AppProcess
 from tests.support.faultrig import FaultRig, Socket, log_events, wait_for
-from tests.support.relay import assert_published_exactly
+from tests.support.relay import Writer, assert_published_exactly
 from tests.support.worker import assert_views_exact, wait_caught_up
 
 CUT_SECONDS = 3.0
@@ -150,6 +150,7 @@ async def test_postgres_cut_and_restored_under_every_process(
             body = r.json()
             assert set(body) == {"code", "message"} and body["code"] == "unavailable", body
             assert ws_seconds < UNAVAILABLE_WITHIN and http_seconds < UNAVAILABLE_WITHIN
+            print(f"unavailable after {ws_seconds:.3f} s (websocket), {http_seconds:.3f} s (HTTP)")
             await asyncio.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - cut_at)))
             rig.assert_alive()
             rig.pg.restore()
@@ -232,3 +233,28 @@ async def test_postgres_cut_and_restored_under_every_process(
             again = 2 if process.name in ("relay", "worker") else 1
             assert len(_records(process, back)) >= again, process.output
             _assert_spaced(process, retry)
+
+
+async def test_a_snapshotter_started_while_postgres_is_cut_waits_for_it(
+    pg_clean: str, redis_url: str, redis_prefix: str, store: PostgresStore
+) -> None:
+    async with FaultRig(pg_clean, redis_url, redis_prefix) as rig:
+        rig.pg.cut()
+        snapshotter = await rig.start("snapshotter")
+        retry = "snapshotter cannot reach the database"
+        await wait_for(lambda: len(_records(snapshotter, retry)) >= 3, 30, snapshotter.output)
+        await asyncio.sleep(1.0)
+        rig.assert_alive()
+        rig.pg.restore()
+        await wait_for(lambda: snapshotter.said("snapshotter following"), 30, snapshotter.output)
+        _assert_spaced(snapshotter, retry)
+        async with Writer(store) as writer:
+            await writer.documents("d1")
+            await writer.edits(["d1"], 6)
+
+        async def snapshot() -> bool:
+            v = await store.pool.fetchval("SELECT max(v) FROM snapshots WHERE doc_id = 'd1'")
+            return v is not None and v >= 5
+
+        await wait_for(snapshot, 20, f"a snapshot:\n{snapshotter.output}")
+        assert not _failures(snapshotter), snapshotter.output
