@@ -150,3 +150,33 @@ async def test_the_watch_wakes_a_waiter_once_the_replica_has_replayed_the_batch(
         assert watch.waiting == 0
     finally:
         await watch.close()
+
+
+async def test_a_waiter_that_comes_after_the_notification_is_woken_by_the_replay(
+    pg_replica: ReplicaPair, handler: CommandHandler, store: PostgresStore, replica: asyncpg.Pool
+) -> None:
+    """The batch is notified while nobody waits and the replica's replay is paused; a
+    waiter that comes then reads the replica behind, and is woken once it replays."""
+    await create_docs(handler, ["d1"])
+    watch = ReadWatch(
+        pg_replica.primary_url,
+        ReadViews(replica).version,
+        recheck=30.0,
+        replay=ReplicaReplay(store.pool, replica).caught_up,
+    )
+    watch.start()
+    try:
+        async with asyncio.timeout(10):
+            await watch.listening.wait()
+        await pg_replica.pause_replay()
+        await catch_up(store.pool)  # notified now, with no waiter
+        await asyncio.sleep(0.3)
+        waiter = asyncio.create_task(watch.wait_for("d1", 2, within=10))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        resumed = time.monotonic()
+        await pg_replica.resume_replay()
+        assert await waiter == 2
+        assert time.monotonic() - resumed < 1.0
+    finally:
+        await watch.close()
