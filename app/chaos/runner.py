@@ -102,6 +102,7 @@ class Run:
         self.secret = secrets.token_urlsafe(32)
         self.checks: list[Check] = []
         self.figures: dict[str, Any] = {}
+        self.not_ready: list[str] = []  # gateways whose /readyz stayed 503 after the faults
 
     def say(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
@@ -165,26 +166,32 @@ class Run:
             )
         for proc in dep.procs:
             await proc.start()
-        await asyncio.gather(*(self.wait_ready(port) for port in dep.gateway_ports))
+        for said in await asyncio.gather(*(self.wait_ready(port) for port in dep.gateway_ports)):
+            if said:
+                raise RuntimeError(said)
         self.say(
             f"{len(dep.gateways)} gateways, relay, {len(dep.workers)} workers, snapshotter running"
         )
 
-    async def wait_ready(self, port: int, within: float = 120) -> None:
+    async def wait_ready(self, port: int, within: float = 120) -> str:
+        """Wait for ``/readyz`` 200; "" once ready, else the last answer after ``within`` s."""
         deadline = time.monotonic() + within
         url = f"http://127.0.0.1:{port}/readyz"
 
-        def ready() -> bool:
+        def ask() -> str:
             try:
                 with urllib.request.urlopen(url, timeout=5) as answer:
-                    return bool(answer.status == 200)
-            except (OSError, urllib.error.URLError):
-                return False
+                    return "" if answer.status == 200 else f"{answer.status}"
+            except urllib.error.HTTPError as exc:
+                return f"{exc.code} {exc.read().decode(errors='replace')[:300]}"
+            except (OSError, urllib.error.URLError) as exc:
+                return f"{type(exc).__name__}: {exc}"
 
-        while not await asyncio.to_thread(ready):
+        while said := await asyncio.to_thread(ask):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway on :{port} was not ready in {within:.0f} s")
+                return f"the gateway on :{port} was not ready in {within:.0f} s: {said}"
             await asyncio.sleep(0.2)
+        return ""
 
     def token(self, user: str) -> str:
         return issue_token(self.secret, user, name=None, ttl=24 * 3600, now=time.time())
@@ -333,8 +340,15 @@ class Run:
         for proc in dep.procs:
             if not proc.running:
                 await proc.start()
-        await asyncio.gather(*(self.wait_ready(port) for port in dep.gateway_ports))
         started = time.monotonic()
+        for i, said in enumerate(
+            await asyncio.gather(
+                *(self.wait_ready(port, self.opts.settle) for port in dep.gateway_ports)
+            )
+        ):
+            if said:
+                self.not_ready.append(f"gateway-{i}: {said}")
+                self.say(said)
         budget = self.opts.settle
         await self.wait_for(
             "every op's answer", lambda: not any(c.pending for c in self.clients), budget
@@ -451,6 +465,18 @@ class Run:
                 "every op answered",
                 unanswered == 0,
                 f"{unanswered} ops without a final answer after the settle phase",
+                [
+                    f"{c.name} ({'connected' if c.ready.is_set() else 'not connected'}):"
+                    f" {', '.join(list(c.pending)[:5])}"
+                    for c in self.clients
+                    if c.pending
+                ],
+            ),
+            Check(
+                "every gateway ready after the faults",
+                not self.not_ready,
+                f"{len(self.not_ready)} of {len(dep.gateways)} gateways not ready (/readyz)",
+                self.not_ready,
             ),
             Check(
                 "no process died on its own",
@@ -512,6 +538,7 @@ class Run:
             "delivery_faults": clients["delivery"],
             "process_exits": {k: v for k, v in exits.items()},
             "process_starts": {p.name: p.starts for p in dep.procs},
+            "failed_starts": {p.name: p.failed_starts for p in dep.procs if p.failed_starts},
             "checks": [
                 {"name": c.name, "ok": c.ok, "figure": c.figure, "details": c.details}
                 for c in self.checks
@@ -530,6 +557,10 @@ class Run:
             ("final rejects", ", ".join(f"{k} {v}" for k, v in ops["rejected"].items()) or "0"),
             ("reconnects", f"{f['reconnects']} ({f['drops']} on purpose)"),
             ("faults", ", ".join(f"{k} {v}" for k, v in sorted(f["faults"].items())) or "0"),
+            (
+                "failed starts",
+                ", ".join(f"{k} {v}" for k, v in f["failed_starts"].items()) or "0",
+            ),
             ("lost / duplicates", f"{f['lost']} / {f['duplicates']}"),
             ("not converged", str(f["not_converged"])),
         ]
