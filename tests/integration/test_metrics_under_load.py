@@ -172,6 +172,9 @@ async def test_every_process_s_metrics_move_under_load(
             30,
             "the snapshotter to reach the relay's position",
         )
+        await wait_for(
+            lambda: _all_closed(stack, gateways), 30, "the gateways to count every socket closed"
+        )
         after = {name: await scrape_typed(stack.metrics_url(p)) for name, p in processes.items()}
 
     g_before = [before["gateway-1"], before["gateway-2"]]
@@ -270,3 +273,10 @@ async def _snapshots_caught_up(stack: AppStack, snapshotter: AppProcess, relay: 
     r = await scrape(stack.metrics_url(relay))
     head = value(r, "atelier_relay_position")
     return head > 0 and value(s, "atelier_snapshotter_position") >= head
+
+
+async def _all_closed(stack: AppStack, gateways: list[AppProcess]) -> bool:
+    for gateway in gateways:
+        if value(await scrape(stack.metrics_url(gateway)), "atelier_ws_connections") != 0:
+            return False
+    return True
