@@ -2,12 +2,15 @@
 documents whose streams lie on every master, published exactly once; the progress keys
 on one slot; a restart resumes; the wipe reaches every master; every master flushed
 mid-run republishes the window and a ``read_after`` consumer misses nothing (I4); the
-progress keys of their earlier names adopted once; ``publish_all`` on several masters.
+progress keys of their earlier names adopted once; ``publish_all`` on several masters;
+``python -m app relay`` with ``REDIS_CLUSTER=on``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,6 +22,7 @@ from app.relay import Relay
 from app.store.postgres import PostgresStore
 from tests.conftest import delete_prefix
 from tests.integration.test_relay_faults import DOCS, Consumer
+from tests.support.appprocess import AppProcess
 from tests.support.rediscluster import RedisCluster, redis_cluster  # noqa: F401
 from tests.support.relay import (
     RunningRelay,
@@ -177,3 +181,41 @@ async def test_publish_all_reaches_subscribers_on_every_master(
     finally:
         for subscription in subscriptions:
             await subscription.stop()
+
+
+async def test_the_relay_process_publishes_to_the_cluster(
+    store: PostgresStore,
+    pg_clean: str,
+    cluster_redis: Redis,
+    prefix: str,
+    redis_cluster: RedisCluster,  # noqa: F811
+) -> None:
+    keys = Keys(prefix)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": pg_clean,
+        **redis_cluster.settings_env(),
+        "REDIS_PREFIX": prefix,
+        "APP_ENV": "prod",
+        "APP_SECRET": "s" * 40,
+        "LOG_FORMAT": "json",
+        "RELAY_METRICS_PORT": "off",
+    }
+    relay = await AppProcess(["relay"], env).start()
+    try:
+        async with Writer(store) as writer:
+            await writer.documents(*DOCS)
+            await writer.edits(DOCS, 40)
+            head = await store.head()
+
+            async def published() -> bool:
+                return await cluster_redis.get(keys.relay_position) == b"%d" % head
+
+            await wait_until(published, within=20, what=relay.output)
+        assert await assert_published_exactly(cluster_redis, keys, store) == writer.acked
+        assert await relay.end(signal.SIGTERM) == 0, relay.output
+        assert relay.said("relay stopped")
+        assert "Traceback" not in relay.output
+    finally:
+        if relay.running:
+            await relay.end(signal.SIGKILL)
