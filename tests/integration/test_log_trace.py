@@ -129,6 +129,9 @@ async def test_an_op_id_traces_the_op_through_command_commit_publish_and_deliver
     assert delivered["doc"] == doc and delivered["user"] == "alice" and delivered["v"] == v
     assert delivered["sockets"] == 2, delivered  # the viewer's and the editor's
     assert delivered["level"] == "debug"
+    # in the committing gateway: the commit, then the delivery, then the ack
+    order = records(gateway)
+    assert order.index(commit) < order.index(delivered) < order.index(accepted)
     # connections: one line when a socket joins, one when it closes
     assert [r["session"] for r in lines(gateway, "websocket joined")].count(session) == 1
     assert [r["session"] for r in lines(gateway, "websocket closed")].count(session) == 1
