@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from app.errors import ConfigError
 
@@ -214,6 +215,18 @@ def _port_or_off(env: Mapping[str, str], name: str) -> int | None:
     return value
 
 
+def _check_cluster_url(url: str) -> None:
+    """A Redis Cluster is reached over TCP and has database 0 only."""
+    parts = urlsplit(url)
+    database = parts.path.strip("/")
+    if parts.scheme not in {"redis", "rediss"} or database not in {"", "0"}:
+        # Neither the URL (it may hold a password) nor more than what is wrong.
+        raise ConfigError(
+            "REDIS_URL must be redis:// or rediss:// with database 0 when REDIS_CLUSTER "
+            f"is on, got {parts.scheme}:// with database {database or '0'!r}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     env: str
@@ -293,6 +306,8 @@ class Settings:
         redis_cluster = (_get(env, "REDIS_CLUSTER") or "").strip().lower()
         if redis_cluster not in {"on", "off"}:
             raise ConfigError(f"REDIS_CLUSTER must be on or off, got {redis_cluster!r}")
+        if redis_cluster == "on":
+            _check_cluster_url(_get(env, "REDIS_URL") or "")
         if log_format == "auto":
             log_format = "console" if app_env == "dev" else "json"
         port = _int(env, "APP_PORT")

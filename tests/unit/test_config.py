@@ -209,6 +209,23 @@ def test_out_of_range_values_name_the_variable(name: str, value: str) -> None:
         prod(**{name: value})
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis://:secret@cache:6380/2", "redis:// with database '2'"),
+        ("unix:///run/redis.sock", "unix:// with database 'run/redis.sock'"),
+        ("http://cache:6379", "http:// with database '0'"),
+    ],
+)
+def test_a_cluster_url_is_tcp_with_database_0(url: str, said: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL") as caught:
+        prod(REDIS_CLUSTER="on", REDIS_URL=url)
+    assert said in str(caught.value)
+    assert "secret" not in str(caught.value)
+    assert prod(REDIS_CLUSTER="on", REDIS_URL="rediss://:pw@node-0:6379/0").redis_cluster
+    assert prod(REDIS_CLUSTER="on", REDIS_URL="redis://node-0:6379").redis_cluster
+
+
 def test_metrics_ports_default_to_fixed_ones_and_may_be_off() -> None:
     settings = prod()
     ports = (settings.relay_metrics_port, settings.snapshotter_metrics_port)
