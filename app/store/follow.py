@@ -180,6 +180,10 @@ class LogFollower:
         if conn is None or conn.is_closed():
             raise asyncpg.ConnectionDoesNotExistError("the follower's connection is closed")
         rows = await conn.fetch(_READ, self._position, self._batch_size, timeout=self._read_timeout)
+        if rows is None:
+            # asyncpg answers None instead of raising when the connection is lost under
+            # the read (seen while the server restarts): a lost connection, not a crash.
+            raise asyncpg.ConnectionDoesNotExistError("the follower's read got no answer")
         events = [to_event(row) for row in rows]
         # THE CONTIGUITY CHECK. The first row must be cursor + 1 and each next one the
         # one after; anything else is raised, never skipped. Why a hole can only be a

@@ -126,6 +126,27 @@ async def test_a_read_failing_with_a_broken_connection_is_a_reconnect(
     assert not failures and collected.follower.reconnects == 1
 
 
+async def test_a_read_answered_with_none_is_a_reconnect(
+    following: tuple[Collected, Writer], store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's ``fetch`` returned None (no rows, no error) on a connection lost while
+    PostgreSQL restarted; the follower crashed on it and ended the read worker (exit 1),
+    found by the chaos run (pg-restart-fast and -immediate)."""
+    collected, writer = following
+    real = asyncpg.connection.Connection.fetch
+    answers: list[None] = [None]
+
+    async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if answers and self is collected.follower._conn:
+            return answers.pop()
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch)
+    await writer.edits(DOCS, 10)
+    await collected.caught_up(store)
+    assert not answers and collected.follower.reconnects == 1
+
+
 async def test_connect_and_reconnect_failing_oddly_are_retried(
     following: tuple[Collected, Writer],
     store: PostgresStore,
