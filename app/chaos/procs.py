@@ -20,6 +20,7 @@ __all__ = ["Proc"]
 
 _REPO = Path(__file__).resolve().parents[2]
 _START = "--- chaos: start "
+_LAST_LINES = 25
 # uvicorn's line when the gateway's start-up (its pool's first connections) failed: the
 # gateway fails fast by design (app/store/pool.py) and its supervisor starts it again.
 _STARTUP_FAILED = "Application startup failed"
@@ -37,6 +38,7 @@ class Proc:
         self.starts = 0
         self.kills = 0
         self.exits: list[int] = []  # exit statuses of exits nobody asked for
+        self.last_words: list[str] = []  # the log's last lines before each such exit
         self.failed_starts = 0  # exits while starting (a gateway fails fast without its store)
         self._expected = False
         self._watch: asyncio.Task[None] | None = None
@@ -70,10 +72,12 @@ class Proc:
         code = await proc.wait()
         if self._expected or self._closing or proc is not self.proc:
             return
-        if _STARTUP_FAILED in self.since_start():
+        said = self.since_start()
+        if _STARTUP_FAILED in said:
             self.failed_starts += 1
         else:
             self.exits.append(code)
+            self.last_words.append("\n".join(said.splitlines()[-_LAST_LINES:]))
         await asyncio.sleep(1.0)
         if not self._closing and proc is self.proc:
             await self.start()

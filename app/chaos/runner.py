@@ -12,6 +12,7 @@ import contextlib
 import random
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -393,6 +394,11 @@ class Run:
         opts = self.opts
         dep = Deployment(root, PgCluster(root / "pg"), RedisServer(root / "redis"))
         tasks: list[asyncio.Task[None]] = []
+        # SIGTERM stops the run as Ctrl-C does (asyncio.run cancels on SIGINT): the
+        # teardown below runs either way.
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         try:
             try:
                 await self.deploy(dep)
@@ -580,8 +586,8 @@ class Run:
             bad = ", ".join(c.name for c in self.checks if not c.ok)
             print(f"\n!!! CHAOS RUN FAILED: {bad}", file=self.out)
             for proc in dep.procs:
-                if proc.exits:
-                    print(f"--- {proc.name} (last lines)\n{proc.tail()}", file=self.out)
+                for code, words in zip(proc.exits, proc.last_words, strict=True):
+                    print(f"--- {proc.name} exited {code}; its last lines:\n{words}", file=self.out)
             return 1
         print("\nchaos: every check passed", file=self.out)
         return 0
@@ -612,4 +618,8 @@ def run(opts: Options, out: TextIO | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="atelier-chaos-"))
     root.chmod(0o755)  # the cluster's owner (postgres, when we are root) goes through
     (root / "logs").mkdir()
-    return asyncio.run(Run(opts, out or sys.stdout).main(root))
+    try:
+        return asyncio.run(Run(opts, out or sys.stdout).main(root))
+    except asyncio.CancelledError:  # SIGTERM: stopped, and torn down
+        print("chaos: stopped (SIGTERM)", file=out or sys.stdout)
+        return 143
