@@ -103,12 +103,29 @@ class CommandHandler:
 
     # -- ops -------------------------------------------------------------------
 
-    async def submit(self, doc_id: str, actor: str, role: Role, op_id: str, raw_op: object) -> Ack:
+    async def submit(
+        self,
+        doc_id: str,
+        actor: str,
+        role: Role,
+        op_id: str,
+        raw_op: object,
+        *,
+        decided: Callable[[], None] | None = None,
+    ) -> Ack:
+        """Decide the op and return its ``Ack`` once its event is committed.
+
+        ``decided``, when given, is called as soon as the op is decided and queued for
+        its commit (the next op of the document is decided on the state it leaves), so a
+        caller may hand over its next op without waiting for this one's commit. It may
+        be called more than once (a decision retried after a lost race), and not at all
+        when the op is answered without a commit (a rejection, a duplicate).
+        """
         started = time.perf_counter()
         state = self._models.state(doc_id)
         key: OpKey = (actor, op_id)
         try:
-            ack = await self._submit_once(state, key, role, raw_op)
+            ack = await self._submit_once(state, key, role, raw_op, decided)
         except AppError as exc:
             metrics.ops_total.labels(outcome="reject", code=exc.code).inc()
             raise
@@ -116,7 +133,14 @@ class CommandHandler:
         metrics.ack_seconds.observe(time.perf_counter() - started)
         return ack
 
-    async def _submit_once(self, state: DocState, key: OpKey, role: Role, raw: object) -> Ack:
+    async def _submit_once(
+        self,
+        state: DocState,
+        key: OpKey,
+        role: Role,
+        raw: object,
+        decided: Callable[[], None] | None,
+    ) -> Ack:
         # I3: an op id is applied at most once per user and document. The ledger in the
         # store is the authority; these two checks only answer the common cases early.
         while True:
@@ -134,7 +158,7 @@ class CommandHandler:
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         state.pending_ops[key] = future
         try:
-            ack = await self._decide_and_append(state, key, role, raw)
+            ack = await self._decide_and_append(state, key, role, raw, decided)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -148,7 +172,14 @@ class CommandHandler:
             del state.pending_ops[key]
         return ack
 
-    async def _decide_and_append(self, state: DocState, key: OpKey, role: Role, raw: object) -> Ack:
+    async def _decide_and_append(
+        self,
+        state: DocState,
+        key: OpKey,
+        role: Role,
+        raw: object,
+        decided: Callable[[], None] | None = None,
+    ) -> Ack:
         actor, op_id = key
         try:
             op = parse_op(raw)
@@ -160,7 +191,7 @@ class CommandHandler:
                 decision = decide(model, op, actor, role)
             except AppError as exc:
                 return await self._rejected(state, key, exc)
-            result = await self._append(state, model, decision, actor, op_id)
+            result = await self._append(state, model, decision, actor, op_id, decided)
             if result.status != "conflict":
                 return self._answer(state, key, result)
             metrics.version_conflicts_total.inc()
@@ -233,6 +264,7 @@ class CommandHandler:
         decision: Decision,
         actor: str,
         op_id: str | None,
+        decided: Callable[[], None] | None = None,
     ) -> AppendResult:
         # No await between reading the head and enqueueing: the next op of this
         # document is decided on the state this one leaves.
@@ -242,6 +274,8 @@ class CommandHandler:
         pending = Pending(request, after, asyncio.get_running_loop().create_future())
         state.model = after
         self._committer.enqueue(state, pending)
+        if decided is not None:
+            decided()
         return await pending.future
 
     # -- restore -----------------------------------------------------------------

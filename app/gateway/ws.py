@@ -1,7 +1,7 @@
 """``GET /ws/documents/{doc_id}``: the asyncio shell around ``app.protocol.Session``.
 
 The session decides; this module only does the I/O it asks for (STYLE.md habit 1).
-Each connection runs up to three tasks in one ``asyncio.TaskGroup``, the last two only
+Each connection runs its tasks in one ``asyncio.TaskGroup``, all but the reader only
 when needed (a viewer that keeps up runs the reader alone):
 
     reader     frames in → ``Session.receive``; a hello is checked here (token, role,
@@ -10,9 +10,10 @@ when needed (a viewer that keeps up runs the reader alone):
                now) or the first close: the bounded send queue → the socket, in order;
                a full queue closes the connection 4408 (never wait on the slowest
                socket: STYLE.md finding 3, habit 14); then the close frame
-    submitter  started by the first op: ops → the command handler, one at a time and in
-               the order they came, so a client's ops are decided in its own order;
-               ``ack`` / ``reject`` back
+    submitter  started by the first op: ops → the command handler in the order they
+               came, the next one once the previous one is decided (queued for its
+               commit), so a client's ops are decided in its own order and chain into
+               one transaction; each op's ``ack`` / ``reject`` back from a task of its own
 
 Two timers (``loop.call_later``, no task): the hello deadline (4401), and once a close
 was asked for, the time the close may take before the connection is dropped.
@@ -341,23 +342,42 @@ class Connection:
             raise _Stop from None
 
     async def _submit(self, ops: asyncio.Queue[Submit]) -> None:
-        handler = self.svc.handler
+        """Hand the ops to the command handler in the order they came, the next one once
+        the previous one is decided (queued for its commit, or answered): a client's ops
+        are decided in its own order, and those that arrive during a commit chain into
+        the next transaction instead of waiting one commit each. Their answers can then
+        come in a burst: at most the session's in-flight limit (``WS_OP_BURST``, 100),
+        well under the send queue's 1024 frames by default."""
         while True:
             op = await ops.get()
-            try:
-                ack = await handler.submit(self.doc_id, self.session.user, self.role, op.id, op.op)
-            except AppError as exc:
-                self.log.info("op rejected", op_id=op.id, code=exc.code)
-                actions = self.session.failed(op.id, exc.code, exc.message)
-            except Exception:
-                self.log.exception("op failed", op_id=op.id)
-                actions = self.session.failed(op.id, ErrorCode.INTERNAL, _INTERNAL_MESSAGE)
-            else:
-                self.log.info(
-                    "op replayed" if ack.duplicate else "op accepted", op_id=op.id, v=ack.v
-                )
-                actions = self.session.acked(op.id, ack.v)
-            self.perform(actions)
+            decided: asyncio.Future[None] = self.loop.create_future()
+            if self._spawn(self._answer(op, decided)) is None:
+                return  # the connection is going away
+            await decided
+
+    async def _answer(self, op: Submit, decided: asyncio.Future[None]) -> None:
+        """One op through the handler; its ``ack`` or ``reject`` back."""
+
+        def done() -> None:
+            if not decided.done():
+                decided.set_result(None)
+
+        try:
+            ack = await self.svc.handler.submit(
+                self.doc_id, self.session.user, self.role, op.id, op.op, decided=done
+            )
+        except AppError as exc:
+            self.log.info("op rejected", op_id=op.id, code=exc.code)
+            actions = self.session.failed(op.id, exc.code, exc.message)
+        except Exception:
+            self.log.exception("op failed", op_id=op.id)
+            actions = self.session.failed(op.id, ErrorCode.INTERNAL, _INTERNAL_MESSAGE)
+        else:
+            self.log.info("op replayed" if ack.duplicate else "op accepted", op_id=op.id, v=ack.v)
+            actions = self.session.acked(op.id, ack.v)
+        finally:
+            done()
+        self.perform(actions)
 
     # -- hello -------------------------------------------------------------------------
 
