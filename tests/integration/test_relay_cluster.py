@@ -3,7 +3,8 @@ documents whose streams lie on every master, published exactly once; the progres
 on one slot; a restart resumes; the wipe reaches every master; every master flushed
 mid-run republishes the window and a ``read_after`` consumer misses nothing (I4); the
 progress keys of their earlier names adopted once; ``publish_all`` on several masters;
-``python -m app relay`` with ``REDIS_CLUSTER=on``.
+``python -m app relay`` with ``REDIS_CLUSTER=on``; a slot migrated mid-run and the
+master of the progress restarted empty mid-run, with a consumer that misses nothing.
 """
 
 from __future__ import annotations
@@ -219,3 +220,75 @@ async def test_the_relay_process_publishes_to_the_cluster(
     finally:
         if relay.running:
             await relay.end(signal.SIGKILL)
+
+
+async def test_a_slot_moved_mid_run_is_followed_and_nothing_is_lost(
+    store: PostgresStore,
+    pg_clean: str,
+    cluster_redis: Redis,
+    prefix: str,
+    redis_cluster: RedisCluster,  # noqa: F811
+) -> None:
+    keys = Keys(prefix)
+    moved = keys.doc_stream("d1")
+    slot, was = redis_cluster.keyslot(moved), redis_cluster.slot_owner(moved)
+    to = next(port for port in redis_cluster.ports if port != was)
+    consumer = Consumer(cluster_redis, store, keys)
+    stop = asyncio.Event()
+    relay = Relay(fast_config(pg_clean, prefix, batch_size=7), cluster_redis)
+    try:
+        async with Writer(store) as writer, RunningRelay(relay) as running:
+            await writer.documents(*DOCS)
+            polling = asyncio.create_task(consumer.keep_polling(stop))
+            editing = asyncio.create_task(writer.keep_editing(DOCS, stop))
+            await running.caught_up(store)
+            # The slot moves with its keys while the relay writes to it and the
+            # consumer reads it: ASK during the move, MOVED after.
+            await asyncio.to_thread(redis_cluster.move_slot, slot, to)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await editing
+            await running.caught_up(store)
+            await polling
+        assert redis_cluster.slot_owner(moved) == to
+        await consumer.assert_complete()
+        assert relay.republishes == 1  # the first start only
+        assert await assert_published_exactly(cluster_redis, keys, store) == writer.acked
+    finally:
+        stop.set()
+        await asyncio.to_thread(redis_cluster.move_slot, slot, was)
+
+
+async def test_the_master_holding_the_progress_restarted_empty_republishes(
+    store: PostgresStore,
+    pg_clean: str,
+    cluster_redis: Redis,
+    prefix: str,
+    redis_cluster: RedisCluster,  # noqa: F811
+) -> None:
+    keys = Keys(prefix)
+    master = redis_cluster.slot_owner(keys.relay_position)
+    lost = [d for d in DOCS if redis_cluster.slot_owner(keys.doc_stream(d)) == master]
+    assert lost, "a document's stream shares the master of the progress"
+    consumer = Consumer(cluster_redis, store, keys)
+    stop = asyncio.Event()
+    relay = Relay(fast_config(pg_clean, prefix), cluster_redis)
+    try:
+        async with Writer(store) as writer, RunningRelay(relay) as running:
+            await writer.documents(*DOCS)
+            polling = asyncio.create_task(consumer.keep_polling(stop))
+            await writer.edits(DOCS, 40)
+            await running.caught_up(store)
+            before = relay.republishes
+            await asyncio.to_thread(redis_cluster.restart_master, master)
+            await writer.edits(DOCS, 40)
+            await wait_until(lambda: relay.republishes > before, what="republish after restart")
+            await running.caught_up(store)
+            stop.set()
+            await polling
+        await consumer.assert_complete()
+        # The window covers the whole log: every stream is whole again, once each.
+        assert relay.started_from == 0
+        assert await assert_published_exactly(cluster_redis, keys, store) == writer.acked
+    finally:
+        stop.set()

@@ -6,6 +6,8 @@
     cluster.slot_owner(key)           # the port of the master that holds ``key``
     cluster.client()                  # app.bus.create_redis(url, cluster=True)
     cluster.flush_all()               # FLUSHALL on every master
+    cluster.restart_master(port)      # SIGKILL one master, start it again empty
+    cluster.move_slot(slot, port)     # migrate one slot and its keys to another master
     cluster.stop()                    # kill every node, remove the folder (idempotent)
 
 Each node is ``redis-server --cluster-enabled yes`` with nothing persisted; the slots
@@ -118,6 +120,80 @@ class RedisCluster:
                 ranges.append((int(first), int(last or first), port))
         return sorted(ranges)
 
+    def spawn(self, port: int) -> subprocess.Popen[bytes]:
+        """Start the node of ``port`` (its folder and ``nodes.conf`` under ``root``)."""
+        node_dir = self.root / str(port)
+        return subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+                "--appendonly",
+                "no",
+                "--save",
+                "",
+                "--dir",
+                str(node_dir),
+                "--logfile",
+                str(node_dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def node_id(self, port: int) -> str:
+        return _cli(port, "CLUSTER", "MYID").strip()
+
+    def restart_master(self, port: int) -> None:
+        """SIGKILL the master on ``port`` and start it again at once: it comes back
+        with its slots (``nodes.conf``) and none of its data (nothing persisted)."""
+        index = self.ports.index(port)
+        proc = self.procs[index]
+        proc.kill()
+        proc.wait(10)
+        self.procs[index] = self.spawn(port)
+        deadline = time.monotonic() + _START_WAIT
+        _wait_port(self.procs[index], port, deadline)
+        _wait_ready(self, deadline)
+
+    def move_slot(self, slot: int, to_port: int) -> None:
+        """Move ``slot`` and its keys to the master on ``to_port`` (what ``redis-cli
+        --cluster reshard`` does for one slot); clients get ``ASK``, then ``MOVED``."""
+        from_port = next(port for first, last, port in self.slot_map() if first <= slot <= last)
+        if from_port == to_port:
+            return
+        source, target = self.node_id(from_port), self.node_id(to_port)
+        _cli(to_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source)
+        _cli(from_port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target)
+        while True:
+            keys = _cli(from_port, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+            if not keys:
+                break
+            # REPLACE: an entry written at the target under ASK meanwhile is older.
+            _cli(
+                from_port,
+                "MIGRATE",
+                "127.0.0.1",
+                str(to_port),
+                "",
+                "0",
+                "5000",
+                "REPLACE",
+                "KEYS",
+                *keys,
+            )
+        for port in (to_port, from_port, *self.ports):
+            _cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target)
+        _wait_ready(self, time.monotonic() + _START_WAIT)
+
     def flush_all(self) -> None:
         """FLUSHALL on every master (what a cluster that lost its data looks like)."""
         for port in self.ports:
@@ -157,6 +233,13 @@ def _ready(cluster: RedisCluster) -> bool:
     return True
 
 
+def _wait_ready(cluster: RedisCluster, deadline: float) -> None:
+    while not _ready(cluster):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the cluster on {cluster.ports} did not reach state ok")
+        time.sleep(0.05)
+
+
 def start_cluster(root: Path, masters: int = _MASTERS) -> RedisCluster:
     """Start ``masters`` nodes under ``root`` and join them into one cluster."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
@@ -167,35 +250,8 @@ def start_cluster(root: Path, masters: int = _MASTERS) -> RedisCluster:
     try:
         deadline = time.monotonic() + _START_WAIT
         for port in cluster.ports:
-            node_dir = root / str(port)
-            node_dir.mkdir()
-            cluster.procs.append(
-                subprocess.Popen(
-                    [
-                        server,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(node_dir / "nodes.conf"),
-                        "--cluster-node-timeout",
-                        "2000",
-                        "--appendonly",
-                        "no",
-                        "--save",
-                        "",
-                        "--dir",
-                        str(node_dir),
-                        "--logfile",
-                        str(node_dir / "redis.log"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            (root / str(port)).mkdir()
+            cluster.procs.append(cluster.spawn(port))
         for proc, port in zip(cluster.procs, cluster.ports, strict=True):
             _wait_port(proc, port, deadline)
         created = subprocess.run(
@@ -215,10 +271,7 @@ def start_cluster(root: Path, masters: int = _MASTERS) -> RedisCluster:
         )
         if created.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout}")
-        while not _ready(cluster):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster on {cluster.ports} did not reach state ok")
-            time.sleep(0.05)
+        _wait_ready(cluster, deadline)
     except BaseException:
         cluster.stop()
         raise
