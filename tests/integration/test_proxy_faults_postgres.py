@@ -235,25 +235,58 @@ async def test_postgres_cut_and_restored_under_every_process(
             _assert_spaced(process, retry)
 
 
-async def test_a_snapshotter_started_while_postgres_is_cut_waits_for_it(
-    pg_clean: str, redis_url: str, redis_prefix: str, store: PostgresStore
+async def test_processes_started_while_postgres_is_cut_wait_for_it(
+    pg_clean: str, redis_url: str, redis_prefix: str, redis: Redis, store: PostgresStore
 ) -> None:
+    """The relay, the worker and the snapshotter, started while PostgreSQL cannot be
+    reached, stay up and retry (spaced) until it can; then each does its work."""
+    retries = {
+        "relay": "relay lease: database unavailable",
+        "worker": "worker cannot reach the database",
+        "snapshotter": "snapshotter cannot reach the database",
+    }
     async with FaultRig(pg_clean, redis_url, redis_prefix) as rig:
         rig.pg.cut()
-        snapshotter = await rig.start("snapshotter")
-        retry = "snapshotter cannot reach the database"
-        await wait_for(lambda: len(_records(snapshotter, retry)) >= 6, 30, snapshotter.output)
+        relay, worker, snapshotter = await asyncio.gather(
+            rig.start("relay"), rig.start("worker"), rig.start("snapshotter")
+        )
+        for process in (relay, worker, snapshotter):
+            retry = retries[process.name]
+            await wait_for(
+                lambda p=process, r=retry: len(_records(p, r)) >= 3,  # type: ignore[misc]
+                30,
+                process.output,
+            )
+        # Long enough for the backoffs to grow past 0.3 s.
+        await wait_for(lambda: len(_records(snapshotter, retries["snapshotter"])) >= 6, 30)
         rig.assert_alive()
         rig.pg.restore()
+        await wait_for(lambda: relay.said("relay lease acquired"), 30, relay.output)
+        await wait_for(lambda: worker.said("shard taken"), 30, worker.output)
         await wait_for(lambda: snapshotter.said("snapshotter following"), 30, snapshotter.output)
-        _assert_spaced(snapshotter, retry)
         async with Writer(store) as writer:
             await writer.documents("d1")
             await writer.edits(["d1"], 6)
+        final = await store.head()
+        keys = Keys(redis_prefix)
+
+        async def published() -> bool:
+            return await redis.get(keys.relay_position) == b"%d" % final
 
         async def snapshot() -> bool:
             v = await store.pool.fetchval("SELECT max(v) FROM snapshots WHERE doc_id = 'd1'")
             return v is not None and v >= 5
 
+        await wait_for(published, 30, f"the relay to publish:\n{relay.output}")
+        assert await assert_published_exactly(redis, keys, store) == final
         await wait_for(snapshot, 20, f"a snapshot:\n{snapshotter.output}")
-        assert not _failures(snapshotter), snapshotter.output
+        conn = await asyncpg.connect(pg_clean)
+        try:
+            await wait_caught_up(conn, within=30)
+            assert await assert_views_exact(conn) == 1
+        finally:
+            await conn.close()
+        rig.assert_alive()
+        for process in (relay, worker, snapshotter):
+            _assert_spaced(process, retries[process.name])
+            assert not _failures(process), process.output
