@@ -558,6 +558,11 @@ class Run:
         rows = [
             ("load", f"{f['duration_s']:g} s, seed {f['seed']}, {f['gateways']} gateways"),
             ("ops sent / acked", f"{ops['sent']} / {ops['acked']} (+{ops['reacked']} re-acks)"),
+            (
+                "load held",
+                f"{ops['acked'] / f['duration_s']:.1f} acked ops/s"
+                f" ({f['clients']['editors'] * f['clients']['rate']:g} ops/s asked for)",
+            ),
             ("unavailable answers", str(ops["unavailable"])),
             ("re-sends (same id)", str(ops["resent"])),
             ("final rejects", ", ".join(f"{k} {v}" for k, v in ops["rejected"].items()) or "0"),
