@@ -63,7 +63,19 @@ async def create_pool(
             timeout=connect_timeout,
             server_settings=settings,
             init=_init_connection,
+            reset=_reset_connection,
         )
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool beyond asyncpg's own (which
+    rolls back an open transaction and drops listeners): nothing. asyncpg's default
+    sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release,
+    one more round trip per query; no code here leaves such state on a pooled
+    connection (``LISTEN`` and the leases use connections of their own, settings are
+    ``SET LOCAL``, cursors live in transactions, and the rebuild unlocks its advisory
+    lock itself). On the write path that round trip was about a third of the
+    client-side CPU of a commit (docs/benchmarks.md, "Profile of the op path")."""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
