@@ -2,9 +2,9 @@
 
 The gateway serves ``render()`` at ``/metrics``; the relay, the snapshotter and the read
 worker serve the same registry on a port of their own (``app/observability/exporter.py``,
-``*_METRICS_PORT``), and so does ``rebuild --metrics-port PORT`` while it runs. Each process has its own registry, so each process is its own
-scrape target. Names carry the ``atelier_`` prefix; the Python
-names below are what the code uses:
+``*_METRICS_PORT``), and so does ``rebuild --metrics-port PORT`` while it runs. Each
+process has its own registry, so each process is its own scrape target. Names carry the
+``atelier_`` prefix; the Python names below are what the code uses:
 
     ops_total{outcome,code}        every op submitted: ack | duplicate | reject, with the
                                    reject code (empty for ack and duplicate)
