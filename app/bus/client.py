@@ -16,10 +16,10 @@ return bytes. What differs, and is handled where it matters:
   relay's position in a second round trip on a cluster (app/bus/streams.py).
   ``PUBLISH`` is refused inside a cluster pipeline: ``publish_all`` sends one command
   per channel, concurrently.
-- **Connections**: a blocking ``XREAD`` holds a connection; the cluster client's
-  default limit (100 per node) is lifted to match the single-node pool's (unbounded),
-  so a gateway with many documents on one node does not fail with
-  ``MaxConnectionsError``.
+- **Connections**: a blocking ``XREAD`` holds a connection; the default limit of both
+  clients (100, per node on a cluster; redis-py 8's single-node pool has it too) is
+  lifted, so a gateway that follows more than 100 documents does not fail with
+  ``MaxConnectionsError`` (its fan-out readers would fall back to PostgreSQL, in a loop).
 - **Pub/sub**: ``client.pubsub()`` of a cluster client subscribes on the master of the
   channel's slot; a cluster ``PUBLISH`` reaches every node's subscribers (docs/relay.md,
   "Redis Cluster", says why not sharded pub/sub). Its first ``SUBSCRIBE`` needs the
@@ -40,9 +40,9 @@ __all__ = ["Redis", "create_redis", "is_cluster", "publish_all", "ready"]
 
 Redis: TypeAlias = "aioredis.Redis | RedisCluster"
 
-# Connections a cluster client may open per node; redis-py's single-node pool allows
-# 2**31, and the gateway holds one blocked XREAD per followed document.
-_CLUSTER_MAX_CONNECTIONS: Final = 2**31
+# Connections a client may open (per node on a cluster): the gateway holds one blocked
+# XREAD per followed document. redis-py's default is 100.
+_MAX_CONNECTIONS: Final = 2**31
 
 
 def create_redis(
@@ -66,7 +66,7 @@ def create_redis(
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
             health_check_interval=health_check_interval,
-            max_connections=_CLUSTER_MAX_CONNECTIONS,
+            max_connections=_MAX_CONNECTIONS,
         )
     return aioredis.from_url(
         url,
@@ -74,6 +74,7 @@ def create_redis(
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         health_check_interval=health_check_interval,
+        max_connections=_MAX_CONNECTIONS,
     )
 
 
