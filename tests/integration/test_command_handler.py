@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import asyncpg
@@ -144,6 +145,42 @@ async def test_concurrent_ops_share_transactions(
     versions = await store.pool.fetch("SELECT v FROM events WHERE doc_id = 'd1' ORDER BY v")
     assert [r["v"] for r in versions] == list(range(1, 103))
     assert txns < 50, f"100 concurrent ops took {txns} transactions"
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def test_ops_handed_over_once_decided_keep_their_order_and_share_commits(
+    handler: CommandHandler, store: PostgresStore
+) -> None:
+    """As a websocket's submitter does: the next op goes in once the previous one is
+    decided, before its commit; the ops keep their order and chain into few commits."""
+    await new_doc(handler)
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[Any]] = []
+    before_ack = 0
+    for i in range(50):
+        decided: asyncio.Future[None] = loop.create_future()
+        task = asyncio.create_task(
+            handler.submit(
+                "d1",
+                "alice",
+                "owner",
+                f"op-{i}",
+                rect(f"e{i}", x=i),
+                decided=functools.partial(_settle, decided),
+            )
+        )
+        tasks.append(task)
+        await decided
+        before_ack += not task.done()
+    acks = await asyncio.gather(*tasks)
+    assert [ack.v for ack in acks] == list(range(3, 53))  # decided in the order handed over
+    assert before_ack == 50  # each op was decided before its own commit answered
+    txns = await store.pool.fetchval("SELECT count(DISTINCT xmin::text) FROM events WHERE v > 2")
+    assert txns <= 25, f"50 ops handed over one at a time took {txns} transactions"
 
 
 async def test_two_handlers_appending_to_one_document_never_fork_it(pg_clean: str) -> None:
