@@ -74,14 +74,14 @@ def _failures(process: AppProcess) -> list[dict[str, Any]]:
 
 def _assert_spaced(process: AppProcess, retry: str) -> None:
     """The reconnect attempts logged during the cut (``retry`` lines) are spaced: a
-    handful, none within 0.04 s of the last, and one wait at least 0.3 s (the backoff
+    handful (a busy loop would log hundreds), and one wait at least 0.3 s (the backoff
     grew, or the process polls at a fixed interval that long)."""
     stamps = [datetime.fromisoformat(r["timestamp"]) for r in _records(process, retry)]
     assert stamps, f"{process.name} logged no {retry!r}:\n{process.output}"
     assert len(stamps) <= 20, f"{process.name}: {len(stamps)} attempts in a {CUT_SECONDS} s cut"
     if len(stamps) > 1:
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
-        assert min(gaps) >= 0.04 and max(gaps) >= 0.3, f"{process.name}: {gaps} s apart"
+        assert max(gaps) >= 0.3, f"{process.name}: {gaps} s apart"
 
 
 # Per process: what it logs when it loses PostgreSQL, when it retries, when it is back.
