@@ -35,6 +35,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # 40: serialization failure, deadlock
     asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a replica after failover
     asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up / recovering
+    asyncpg.InternalClientError,  # the protocol left mid-operation (a backend gone under it)
 )
 
 
