@@ -15,19 +15,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=float, default=60, metavar="S", help="seconds of load (60)"
     )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the faults and the load (1)")
-    parser.add_argument("--gateways", type=int, default=2, help="gateway processes (2)")
-    parser.add_argument("--editors", type=int, default=6, help="editor clients (6)")
-    parser.add_argument("--viewers", type=int, default=4, help="viewer clients (4)")
+    parser.add_argument(
+        "--seed", type=int, metavar="N", default=1, help="seed of the faults and the load (1)"
+    )
+    parser.add_argument(
+        "--gateways", type=int, metavar="N", default=2, help="gateway processes (2)"
+    )
+    parser.add_argument("--editors", type=int, metavar="N", default=6, help="editor clients (6)")
+    parser.add_argument("--viewers", type=int, metavar="N", default=4, help="viewer clients (4)")
     parser.add_argument(
         "--reconnecting",
         type=int,
+        metavar="N",
         default=2,
         help="viewers that drop their connection every few seconds and resume (2)",
     )
-    parser.add_argument("--docs", type=int, default=3, help="documents the clients share (3)")
     parser.add_argument(
-        "--rate", type=float, default=4.0, help="ops a second each editor makes (4)"
+        "--docs", type=int, metavar="N", default=3, help="documents the clients share (3)"
+    )
+    parser.add_argument(
+        "--rate", type=float, metavar="OPS", default=4.0, help="ops a second each editor makes (4)"
     )
     parser.add_argument(
         "--every", type=float, default=6.0, metavar="S", help="seconds between faults (6)"

@@ -43,6 +43,7 @@ class Tally:
     reacked: int = 0  # further acks of an id already acknowledged (answers to re-sends)
     unavailable: int = 0  # `reject unavailable` answers
     resent: int = 0  # ops sent again with the same id
+    in_doubt: int = 0  # ops sent, unanswered when their connection was lost
     reconnects: int = 0  # connections opened again after one was lost or dropped
     drops: int = 0  # connections a reconnecting client dropped on purpose
     rejects: Counter[str] = field(default_factory=Counter)  # final rejects by code
@@ -138,6 +139,7 @@ class WsClient:
             finally:
                 self.ready.clear()
                 self.ws = None
+                self.tally.in_doubt += sum(1 for i in self.pending if i in self.sent_ids)
                 with contextlib.suppress(Exception):
                     await ws.close()
                 ws.transport.abort()

@@ -515,6 +515,7 @@ class Run:
                 "acked": t.acked,
                 "acked_with_setup": ops["acked"],
                 "reacked": t.reacked,
+                "in_doubt": t.in_doubt,
                 "unavailable": t.unavailable,
                 "resent": t.resent,
                 "rejected": dict(t.rejects),
@@ -557,7 +558,8 @@ class Run:
         ops = f["ops"]
         rows = [
             ("load", f"{f['duration_s']:g} s, seed {f['seed']}, {f['gateways']} gateways"),
-            ("ops sent / acked", f"{ops['sent']} / {ops['acked']} (+{ops['reacked']} re-acks)"),
+            ("ops sent / acked", f"{ops['sent']} / {ops['acked']}"),
+            ("in doubt at a lost connection", str(ops["in_doubt"])),
             (
                 "load held",
                 f"{ops['acked'] / f['duration_s']:.1f} acked ops/s"
