@@ -122,7 +122,10 @@ class Channel:
             task.cancel()
         # redis-py can swallow a cancellation that lands in the middle of a command; the
         # reader then stops at its next turn (at most one XREAD block later) by the flag.
-        await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
+        # That turn is waited for: the Redis client is closed after the channels, and a
+        # reader still in a command would reconnect it (a cluster client would reload
+        # its slot map) and leave those connections open.
+        await asyncio.wait(self._tasks, timeout=self.fanout.block_ms / 1000 + _STOP_WAIT)
 
     # -- delivery (synchronous: no await between taking an event and handing it on) --
 
