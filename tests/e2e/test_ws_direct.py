@@ -12,7 +12,7 @@ import pytest
 
 from app.gateway.direct import DirectWebSocketProtocol
 from tests.e2e.test_ws import stroke_op
-from tests.e2e.ws_client import Client, close_code, make_doc, open_ws
+from tests.e2e.ws_client import Client, closes_4408, make_doc, open_ws, slow_close_code
 
 VIEWERS = 5
 OPS = 60
@@ -59,6 +59,7 @@ async def test_a_slow_reader_is_closed_4408_and_the_readers_keep_up_with_the_aut
     await slow.hello(gateway.token("slow"))
     assert writes[True] > 0  # the welcomes went straight to the sockets
 
+    closed = asyncio.create_task(slow_close_code(slow, closes_4408()))
     arrivals: list[dict[int, float]] = [{} for _ in readers]
     following = [
         asyncio.create_task(follow(r, OPS + 1, seen))
@@ -92,7 +93,7 @@ async def test_a_slow_reader_is_closed_4408_and_the_readers_keep_up_with_the_aut
     assert max(acks) in own  # an ack comes no earlier than its event
     await asyncio.wait_for(asyncio.gather(*following), 60)
 
-    assert await close_code(slow, wait=30) == 4408
+    assert await closed == 4408
     assert writes[False] > 0  # the slow socket's transport refused: its frames queued
     # Every reader got every event, none later than a moment after the author's own
     # copy (the same loop serves the test's clients: allow for it).

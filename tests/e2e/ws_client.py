@@ -10,9 +10,19 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from app.observability.metrics import REGISTRY
 from tests.e2e.conftest import Gateway
 
-__all__ = ["Client", "close_code", "make_doc", "open_ws", "rename", "ws_url"]
+__all__ = [
+    "Client",
+    "close_code",
+    "closes_4408",
+    "make_doc",
+    "open_ws",
+    "rename",
+    "slow_close_code",
+    "ws_url",
+]
 
 
 def ws_url(gateway: Gateway, doc_id: str) -> str:
@@ -82,6 +92,22 @@ class Client:
 async def open_ws(gateway: Gateway, doc_id: str, **kwargs: Any) -> Client:
     ws = await connect(ws_url(gateway, doc_id), open_timeout=5, close_timeout=2, **kwargs)
     return Client(ws)
+
+
+def closes_4408() -> float:
+    """How many sockets this process's gateways have closed 4408 so far."""
+    return REGISTRY.get_sample_value("atelier_ws_closes_total", {"code": "4408"}) or 0.0
+
+
+async def slow_close_code(client: Client, before: float, wait: float = 60.0) -> int | None:
+    """The close code of a client that read nothing: it starts reading as soon as an
+    in-process gateway has closed a socket 4408 (more than ``before``), since the server
+    drops a socket whose close is not read within its close timeout, and a dropped
+    socket's unread bytes, the close frame among them, never reach the client."""
+    async with asyncio.timeout(wait):
+        while closes_4408() <= before:  # noqa: ASYNC110 - a counter, polled
+            await asyncio.sleep(0.01)
+    return await close_code(client, wait=wait)
 
 
 async def close_code(client: Client, wait: float = 5.0) -> int | None:
