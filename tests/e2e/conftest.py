@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from websockets.asyncio.client import ClientConnection
 
 from app.config import Settings
 from app.gateway.app import create_app
@@ -17,6 +18,12 @@ from app.gateway.direct import DirectWebSocketProtocol
 from app.tokens import issue_token
 
 SECRET = "e2e-secret-0123456789abcdef0123456789"
+
+# Every websocket client a test opens (tests/e2e/ws_client.py adds them): the gateway
+# fixture drops those still open when the test ends, so no socket is left for the
+# garbage collector to close (a ResourceWarning in whichever test runs then). A client
+# whose library stopped reading (its queue full) would not act on the server's close.
+OPEN_CLIENTS: list[ClientConnection] = []
 
 
 @dataclass
@@ -85,6 +92,14 @@ async def make_gateway(
     for server, task in running:
         server.should_exit = True
         await task
+    drop_clients()
+
+
+def drop_clients() -> None:
+    """Close the socket of every client the test left open."""
+    for ws in OPEN_CLIENTS:
+        ws.transport.abort()
+    OPEN_CLIENTS.clear()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app.observability.metrics import REGISTRY
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import OPEN_CLIENTS, Gateway
 
 __all__ = [
     "Client",
@@ -91,6 +91,7 @@ class Client:
 
 async def open_ws(gateway: Gateway, doc_id: str, **kwargs: Any) -> Client:
     ws = await connect(ws_url(gateway, doc_id), open_timeout=5, close_timeout=2, **kwargs)
+    OPEN_CLIENTS.append(ws)
     return Client(ws)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
@@ -94,13 +95,22 @@ def served(pg_dsn: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
         proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    """One HTTP session for every case, closed at the end: schemathesis makes one per
+    call otherwise and leaves its sockets to the garbage collector (a ResourceWarning
+    that lands in whichever test runs when it collects)."""
+    with requests.Session() as http:
+        yield http
+
+
 @schema.parametrize()
 @settings(
     max_examples=examples(40),
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_api_conforms_to_its_openapi(case: Any, served: str) -> None:
+def test_api_conforms_to_its_openapi(case: Any, served: str, session: requests.Session) -> None:
     if "doc_id" in (case.path_parameters or {}):
         case.path_parameters["doc_id"] = DOC
     query = dict(case.query or {})
@@ -111,5 +121,9 @@ def test_api_conforms_to_its_openapi(case: Any, served: str) -> None:
     name = case.operation.label
     tried[name] = tried.get(name, 0) + 1
     case.call_and_validate(
-        base_url=served, headers={"Authorization": f"Bearer {token}"}, checks=CHECKS, timeout=10
+        base_url=served,
+        session=session,
+        headers={"Authorization": f"Bearer {token}"},
+        checks=CHECKS,
+        timeout=10,
     )
