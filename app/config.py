@@ -57,6 +57,11 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "group-commit transactions in flight at once per process (more contend on the log head)",
     ),
     "GROUP_COMMIT_MAX": ("256", "most ops written in one group-commit transaction"),
+    "OP_COMMIT_TIMEOUT_MS": (
+        "5000",
+        "milliseconds an op waits for its commit before it is answered `unavailable` (retry "
+        "with the same id); bounds the wait when PostgreSQL stops answering without a reset",
+    ),
     "SNAPSHOT_EVERY": (
         "200",
         "the snapshotter writes a snapshot of a document every N events (0: none)",
@@ -241,6 +246,7 @@ class Settings:
     data_dir: Path
     db_pool_size: int
     db_commit_lanes: int
+    op_commit_timeout_ms: int
     group_commit_max: int
     snapshot_every: int
     relay_stream_maxlen: int
@@ -334,6 +340,7 @@ class Settings:
             data_dir=data_dir,
             db_pool_size=_int(env, "DB_POOL_SIZE", minimum=2),
             db_commit_lanes=_int(env, "DB_COMMIT_LANES", minimum=1),
+            op_commit_timeout_ms=_int(env, "OP_COMMIT_TIMEOUT_MS", minimum=1),
             group_commit_max=_int(env, "GROUP_COMMIT_MAX", minimum=1),
             snapshot_every=_int(env, "SNAPSHOT_EVERY"),
             relay_stream_maxlen=_int(env, "RELAY_STREAM_MAXLEN", minimum=1),

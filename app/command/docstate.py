@@ -59,11 +59,18 @@ class DocState:
     recent_ops: OrderedDict[OpKey, int] = field(default_factory=OrderedDict)
     # Ops with these ids are on their way: a second copy waits for the first's outcome.
     pending_ops: dict[OpKey, asyncio.Future[Ack]] = field(default_factory=dict)
+    # Ops answered `unavailable` while their commit was still out (the store was slow to
+    # answer): a re-sent copy waits for that commit's outcome before it is decided again.
+    late: dict[OpKey, asyncio.Future[AppendResult]] = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
         return (
-            not self.queued and not self.inflight and self.loading is None and not self.pending_ops
+            not self.queued
+            and not self.inflight
+            and self.loading is None
+            and not self.pending_ops
+            and not self.late
         )
 
     def remember(self, key: OpKey, v: int) -> None:

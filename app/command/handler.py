@@ -12,6 +12,7 @@ rebuilt model, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 
@@ -58,8 +59,10 @@ class CommandHandler:
         max_batch: int = 256,
         cache_size: int = 2000,
         undo_depth: int = 100,
+        commit_timeout: float = 5.0,
     ) -> None:
         self._store = store
+        self._commit_timeout = commit_timeout
         self._undo_depth = undo_depth
         self._models = WriteModels(store, capacity=cache_size, undo_depth=undo_depth)
         self._committer = GroupCommitter(
@@ -147,6 +150,16 @@ class CommandHandler:
             known = state.recent_ops.get(key)
             if known is not None:
                 return Ack(known, duplicate=True)
+            late = state.late.get(key)
+            if late is not None:
+                # An earlier copy was answered `unavailable` while its commit was out:
+                # its outcome first (committed: remembered above; not: decided afresh).
+                await asyncio.wait((late,), timeout=self._commit_timeout)
+                if not late.done():
+                    raise _late(self._commit_timeout)
+                if state.late.get(key) is late:
+                    del state.late[key]
+                continue
             first = state.pending_ops.get(key)
             if first is None:
                 break
@@ -276,7 +289,27 @@ class CommandHandler:
         self._committer.enqueue(state, pending)
         if decided is not None:
             decided()
-        return await pending.future
+        # A store that stops answering without a reset (a partition) would hold the op
+        # until the driver's command timeout, and the ops queued behind it longer: the
+        # caller is answered `unavailable` after ``commit_timeout`` instead. The
+        # transaction goes on; until it ends, a re-sent copy waits for its outcome
+        # (``state.late``), so the copy is never decided against the op's own effect.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[AppendResult] = loop.create_future()
+        pending.future.add_done_callback(functools.partial(_pass_on, waiter))
+        timer = loop.call_later(
+            self._commit_timeout,
+            _expire,
+            state,
+            (actor, op_id),
+            pending.future,
+            waiter,
+            self._commit_timeout,
+        )
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
 
     # -- restore -----------------------------------------------------------------
 
@@ -316,6 +349,48 @@ class CommandHandler:
         event = pending.request.event
         if event.op_id is not None:
             state.remember((event.actor, event.op_id), result.v)
+
+
+def _late(seconds: float) -> Unavailable:
+    return Unavailable(f"the event store has not answered in {seconds:g} s; retry with the same id")
+
+
+def _pass_on(waiter: asyncio.Future[AppendResult], future: asyncio.Future[AppendResult]) -> None:
+    """The committer's outcome, to the caller still waiting for it (if any)."""
+    if future.cancelled():
+        waiter.cancel()
+        return
+    exc = future.exception()  # retrieved either way: no "never retrieved" warning
+    if waiter.done():
+        return
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(future.result())
+
+
+def _expire(
+    state: DocState,
+    key: tuple[str, str | None],
+    future: asyncio.Future[AppendResult],
+    waiter: asyncio.Future[AppendResult],
+    seconds: float,
+) -> None:
+    """The commit took too long: the caller hears `unavailable`; the op stays known as
+    late until its transaction ends."""
+    if waiter.done():
+        return
+    actor, op_id = key
+    if op_id is not None:
+        op_key: OpKey = (actor, op_id)
+        state.late[op_key] = future
+
+        def ended(done: asyncio.Future[AppendResult]) -> None:
+            if state.late.get(op_key) is done:
+                del state.late[op_key]
+
+        future.add_done_callback(ended)
+    waiter.set_exception(_late(seconds))
 
 
 def _event(decision: Decision, actor: str, op_id: str | None) -> NewEvent:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from app.domain import valid_user
-from app.errors import Invalid, NotFound, RateLimited
+from app.errors import Invalid, NotFound, RateLimited, Unavailable
 from app.gateway.access import require_manager, require_role, require_writer
 from app.gateway.auth import authenticate
 from app.gateway.bodies import CreateDocument, MemberRole, NameVersion, RestoreTo, SubmitOp, decode
@@ -18,6 +20,8 @@ from app.gateway.responses import json_response
 from app.gateway.services import services
 
 __all__ = ["routes"]
+
+T = TypeVar("T")
 
 
 def _doc_id(request: Request) -> str:
@@ -55,9 +59,31 @@ async def submit_op(request: Request) -> Response:
             "connections; retry with the same id",
             retry_after=quotas.retry_after(),
         )
-    role = await require_role(svc.store, doc_id, who.user)
+    role = await _within(
+        require_role(svc.store, doc_id, who.user), svc.settings.op_commit_timeout_ms / 1000
+    )
     ack = await svc.handler.submit(doc_id, who.user, role, body.id, body.op)
     return json_response({"v": ack.v})
+
+
+async def _within(read: Coroutine[Any, Any, T], seconds: float) -> T:
+    """A store read on the op path, bounded like the op's commit, so a store that stops
+    answering (a partition) is `unavailable` in seconds, not at the driver's command
+    timeout. The read is left to finish on its own rather than cancelled: cancelling an
+    asyncpg query waits for the server to hear of it, which a partition also holds."""
+    task = asyncio.ensure_future(read)
+    done, _ = await asyncio.wait((task,), timeout=seconds)
+    if not done:
+        task.add_done_callback(_forget)
+        raise Unavailable(
+            f"the event store has not answered in {seconds:g} s; retry with the same id"
+        )
+    return task.result()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the request was answered long ago
 
 
 async def put_member(request: Request) -> Response:

@@ -120,6 +120,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             max_batch=settings.group_commit_max,
             cache_size=settings.write_model_cache,
             undo_depth=settings.undo_depth,
+            commit_timeout=settings.op_commit_timeout_ms / 1000,
         )
         await handler.start()
         views = ReadViews(pool)

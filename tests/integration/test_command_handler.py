@@ -12,7 +12,7 @@ import pytest
 
 from app.command import CommandHandler
 from app.domain import model_to_json, replay, state_to_json
-from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from app.snapshots import Snapshotter
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
@@ -287,3 +287,45 @@ async def test_snapshots_are_written_and_a_cold_load_uses_them(store: PostgresSt
     assert reads == [10], "the cold load must start from the newest snapshot"
     assert state_to_json(loaded.doc) == state_to_json(full.doc)
     assert model_to_json(loaded) == model_to_json(full), "undo history survives the snapshot"
+
+
+class HeldStore(PostgresStore):
+    """The real store whose appends wait for ``go`` before they run: a store that has
+    stopped answering, then answers."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.go = asyncio.Event()
+        self.go.set()
+
+    async def append(self, requests: Any) -> Any:
+        await self.go.wait()
+        return await super().append(requests)
+
+
+async def test_an_op_whose_commit_does_not_come_is_unavailable_then_stored_once(
+    store: PostgresStore,
+) -> None:
+    held = HeldStore(store.pool)
+    h = CommandHandler(held, commit_timeout=0.3)
+    await h.start()
+    try:
+        await new_doc(h)
+        held.go.clear()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Unavailable):
+            await h.submit("d1", "alice", "owner", "op-1", rect("e1"))
+        assert 0.3 <= loop.time() - started < 2
+        # The next op is decided on the held one's state, and is bounded the same way.
+        with pytest.raises(Unavailable):
+            await h.submit("d1", "alice", "owner", "op-2", rect("e2"))
+        held.go.set()  # the store answers: the held transaction commits after all
+        again = await h.submit("d1", "alice", "owner", "op-1", rect("e1"))
+        second = await h.submit("d1", "alice", "owner", "op-2", rect("e2"))
+        assert (again.v, second.v) == (3, 4)
+        assert await count_events(store.pool) == 4  # created, L1, op-1, op-2: once each
+        model = await h.committed_model("d1")
+        assert [e.id for layer in model.doc.layers for e in layer.elements] == ["e1", "e2"]
+    finally:
+        await h.close()
