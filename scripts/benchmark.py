@@ -345,6 +345,8 @@ def outcome_of(
         if floor is not None and floor.latencies:
             fp99 = floor.pct(0.99)
             ratio = f"{p99 / fp99:.1f}x the floor's p99 ({fmt_ms(fp99)})"
+            if fp99 > 1000 and p99 < fp99:  # the floor fell behind its own load
+                ratio = f"the floor fell behind (p99 {fmt_ms(fp99)}): no ratio"
         elif item.scenario == "many-docs" and ceilings.pg1 is not None:
             cp99 = ceilings.pg1.pct(0.99)
             ratio = f"{p99 / cp99:.1f}x one commit's p99 ({fmt_ms(cp99)})"
