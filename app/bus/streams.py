@@ -20,6 +20,7 @@ kind of error. What each write protects:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +64,32 @@ def translate_errors(what: str) -> Iterator[None]:
         yield
     except (RedisError, OSError) as exc:
         raise Unavailable(f"redis unavailable during {what}: {exc}") from exc
+    except (AttributeError, TypeError) as exc:
+        if not _closed_under_a_write(exc):
+            raise
+        raise Unavailable(f"redis unavailable during {what}: connection closed ({exc})") from exc
+
+
+# Where redis-py's asyncio connection writes: a connection torn down while a command is
+# being written there raises AttributeError or TypeError (the writer or the transport's
+# callback already None) instead of ConnectionError (redis/redis-py#3546, #4287; seen
+# here when a cluster master restarted under the relay's progress read).
+_WRITE_PATHS: Final = (
+    f"redis{os.sep}asyncio{os.sep}",
+    f"asyncio{os.sep}streams.py",
+    f"asyncio{os.sep}selector_events.py",
+)
+
+
+def _closed_under_a_write(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised in redis-py's or asyncio's write path (not our code)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    return any(part in filename for part in _WRITE_PATHS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.bus.client import create_redis
+from app.bus.streams import translate_errors
+from app.errors import Unavailable
 
 # More blocked readers than redis-py's default pool holds (100): a gateway keeps one
 # blocked XREAD per document it follows.
@@ -25,5 +29,28 @@ async def test_more_blocked_xreads_than_the_default_pool_holds(
             await client.xadd(s, {b"v": b"1"})
         results = await asyncio.wait_for(asyncio.gather(*waiting), 30)
         assert all(result for result in results)  # each read got its stream's entry
+    finally:
+        await client.aclose()
+
+
+async def test_a_connection_closed_under_a_write_is_unavailable(redis_url: str) -> None:
+    """redis-py raises AttributeError, not ConnectionError, when it writes on a
+    connection whose writer is already gone (a close racing a command): the bus layer
+    answers Unavailable, as for any Redis failure; our own AttributeError stays one."""
+    client = create_redis(redis_url)
+    try:
+        conn = await client.connection_pool.get_connection()
+        writer, conn._writer = conn._writer, None  # what a concurrent disconnect leaves
+        try:
+            with (
+                pytest.raises(Unavailable, match="connection closed"),
+                translate_errors("a write"),
+            ):
+                await conn._send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+        finally:
+            conn._writer = writer
+            await client.connection_pool.release(conn)
+        with pytest.raises(AttributeError), translate_errors("our own code"):
+            None.missing  # type: ignore[attr-defined]  # noqa: B018
     finally:
         await client.aclose()
