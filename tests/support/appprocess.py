@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ROOT", "AppProcess"]
+import orjson
+
+__all__ = ["ROOT", "AppProcess", "log_records", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,3 +91,32 @@ class AppProcess:
                 await self.proc.wait()
         if self._reader is not None:
             await self._reader
+
+
+def log_records(process: AppProcess) -> list[dict[str, Any]]:
+    """The process's JSON log lines, parsed (other lines are left out)."""
+    found = []
+    for line in list(process.lines):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
+async def wait_until(
+    check: Callable[[], bool | Awaitable[bool]], within: float = 30.0, what: str = ""
+) -> None:
+    """Until ``check()`` is true, polling; fails after ``within`` seconds with ``what``."""
+    deadline = time.monotonic() + within
+    while True:
+        outcome = check()
+        if not isinstance(outcome, bool):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what or check}")
+        await asyncio.sleep(0.02)

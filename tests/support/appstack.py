@@ -17,18 +17,18 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
 
 import httpx
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.tokens import issue_token
-from tests.support.appprocess import AppProcess
+from tests.support.appprocess import AppProcess, log_records, wait_until
 
 __all__ = ["AppStack", "Samples", "free_port", "records", "scrape", "wait_for"]
+
+records = log_records
+wait_for = wait_until
 
 SECRET = "stack-secret-0123456789abcdef0123456789"
 
@@ -49,35 +49,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def records(process: AppProcess) -> list[dict[str, Any]]:
-    """The process's JSON log lines, parsed (other lines are left out)."""
-    found = []
-    for line in list(process.lines):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            found.append(record)
-    return found
-
-
-async def wait_for(
-    check: Callable[[], bool | Awaitable[bool]], within: float = 30.0, what: str = ""
-) -> None:
-    """Until ``check()`` is true, polling; fails after ``within`` seconds with ``what``."""
-    deadline = time.monotonic() + within
-    while True:
-        outcome = check()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what or check}")
-        await asyncio.sleep(0.05)
 
 
 async def scrape(url: str, types: dict[str, str] | None = None) -> Samples:

@@ -11,11 +11,9 @@ either one and restore it (tests/integration/test_proxy_faults_*.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,10 +23,13 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.tokens import issue_token
-from tests.support.appprocess import AppProcess
+from tests.support.appprocess import AppProcess, log_records, wait_until
 from tests.support.tcpproxy import TcpProxy
 
 __all__ = ["FaultRig", "Socket", "log_events", "wait_for"]
+
+log_events = log_records
+wait_for = wait_until
 
 _SERVING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
 SECRET = "fault-secret-0123456789abcdef0123456789"
@@ -37,35 +38,6 @@ SECRET = "fault-secret-0123456789abcdef0123456789"
 def _through(url: str, proxy: TcpProxy) -> str:
     parts = urlsplit(url)
     return url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}", 1)
-
-
-def log_events(process: AppProcess) -> list[dict[str, Any]]:
-    """The process's JSON log lines, parsed (other lines are left out)."""
-    found = []
-    for line in list(process.lines):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            found.append(record)
-    return found
-
-
-async def wait_for(
-    check: Callable[[], bool | Awaitable[bool]], within: float = 20.0, what: str = ""
-) -> None:
-    """Until ``check()`` is true, polling; fails after ``within`` seconds with ``what``."""
-    deadline = time.monotonic() + within
-    while True:
-        outcome = check()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what or check}")
-        await asyncio.sleep(0.05)
 
 
 class FaultRig:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.bus import Entry, Keys, Redis, read_range, to_entry
 from app.command import CommandHandler
 from app.relay import Relay, RelayConfig
 from app.store.postgres import PostgresStore
+from tests.support.appprocess import wait_until
 
 __all__ = [
     "RunningRelay",
@@ -35,21 +34,6 @@ def fast_config(dsn: str, prefix: str, **overrides: Any) -> RelayConfig:
         **overrides,
     }
     return RelayConfig(dsn=dsn, keys=Keys(prefix), **settings)
-
-
-async def wait_until(
-    check: Callable[[], bool | Awaitable[bool]], within: float = 10.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        outcome = check()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what or check}")
-        await asyncio.sleep(0.01)
 
 
 def awaiting(task: asyncio.Task[Any]) -> str:
