@@ -8,7 +8,10 @@ import os
 import signal
 import sys
 
+import orjson
+
 from app.command import CommandHandler
+from app.domain import model_from_json
 from app.store.postgres import PostgresStore
 
 
@@ -32,10 +35,18 @@ async def test_the_snapshotter_process_writes_snapshots_and_stops_on_sigterm(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+    assert proc.stdout is not None
+    started: list[bytes] = []
     handler = CommandHandler(store)
     await handler.start()
     try:
-        await asyncio.sleep(1.0)  # let it connect and LISTEN before the events arrive
+        # It follows from the head it reads at start: wait until it says so, however
+        # slow the start-up, before the events it must see are committed.
+        async with asyncio.timeout(30):
+            while b"snapshotter following" not in (started[-1] if started else b""):
+                line = await proc.stdout.readline()
+                assert line, b"".join(started).decode()
+                started.append(line)
         await handler.create_document("d1", "alice", "Poster")
         await handler.submit(
             "d1", "alice", "owner", "L", {"kind": "layer.add", "layer": "L1", "name": "a"}
@@ -44,12 +55,21 @@ async def test_the_snapshotter_process_writes_snapshots_and_stops_on_sigterm(
             await handler.submit(
                 "d1", "alice", "owner", f"r{i}", {"kind": "doc.rename", "title": f"t{i}"}
             )
+        head = 12  # created, one layer, ten renames
+        # A snapshot is due once a batch ends 5 (SNAPSHOT_EVERY) or more versions past
+        # the last one; where the batches end depends on timing, so the newest snapshot
+        # is anywhere in (head - 5, head], never further behind.
         for _ in range(100):
             v = await store.pool.fetchval("SELECT max(v) FROM snapshots WHERE doc_id = 'd1'")
-            if v is not None and v >= 10:
+            if v is not None and v > head - 5:
                 break
             await asyncio.sleep(0.1)
-        assert v is not None and v >= 10, "no snapshot within 10 s"
+        assert v is not None and head - 5 < v <= head, f"newest snapshot {v} after 10 s"
+        state = await store.pool.fetchval(
+            "SELECT state FROM snapshots WHERE doc_id = 'd1' AND v = $1", v
+        )
+        model = model_from_json(orjson.loads(state))
+        assert (model.v, model.doc.title) == (v, f"t{v - 3}")  # the fold up to v
     finally:
         await handler.close()
         proc.send_signal(signal.SIGTERM)
@@ -59,5 +79,6 @@ async def test_the_snapshotter_process_writes_snapshots_and_stops_on_sigterm(
             proc.kill()
             out, _ = await proc.communicate()
             raise AssertionError(f"no clean stop within 15 s: {out.decode()}") from None
+    out = b"".join(started) + out
     assert proc.returncode == 0, out.decode()
     assert b"snapshotter stopped" in out
