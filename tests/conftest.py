@@ -47,6 +47,7 @@ from app.store.migrate import ensure_database, migrate
 from app.store.pool import create_pool
 from app.store.postgres import PostgresStore
 from tests.support.pgreplica import ReplicaPair
+from tests.support.rediscluster import RedisCluster, start_cluster
 
 # ---------------------------------------------------------------------------------
 # PostgreSQL
@@ -221,6 +222,10 @@ def pg_replica() -> Iterator[ReplicaPair]:
 #                     every key under it is deleted after the test. Tests on the shared
 #                     server touch nothing else (never FLUSHALL there).
 #   ``redis``         (function) a client of ``app.bus.create_redis`` (bytes), closed after.
+#   ``redis_cluster`` (module) a local three-master Redis Cluster
+#                     (tests/support/rediscluster.py); ``cluster_redis`` (function) a
+#                     client of it; ``cluster_prefix`` (function) a key prefix on it,
+#                     its keys deleted after the test.
 #   ``redis_server``  (function) a private redis-server of the test's own on a free
 #                     port, nothing persisted, for tests that FLUSHALL, stop or restart
 #                     Redis: ``.url``, ``.stop()``, ``.start()``, ``.client()``.
@@ -235,6 +240,34 @@ async def delete_prefix(client: Redis, prefix: str) -> int:
     async for key in client.scan_iter(match=Keys(prefix).all_pattern, count=500):
         deleted += await client.unlink(key)
     return deleted
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A three-master cluster for the tests of one module."""
+    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: RedisCluster) -> AsyncIterator[Redis]:
+    client = redis_cluster.client()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def cluster_prefix(cluster_redis: Redis) -> AsyncIterator[str]:
+    value = f"rc{uuid.uuid4().hex[:8]}:"
+    try:
+        yield value
+    finally:
+        await delete_prefix(cluster_redis, value)
 
 
 @pytest.fixture(scope="session")

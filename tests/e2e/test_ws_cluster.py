@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ import pytest
 from app.bus import Keys, Redis
 from app.relay import Relay
 from app.store.postgres import PostgresStore
-from tests.conftest import delete_prefix
 from tests.e2e.conftest import Gateway
 from tests.e2e.test_ws import check_stream
 from tests.e2e.test_ws_invariants import WRITERS, check, load, split, writer_ops
@@ -33,28 +31,15 @@ from tests.e2e.test_ws_presence import presences
 from tests.e2e.test_ws_relay import read_events
 from tests.e2e.test_ws_roles import set_role
 from tests.e2e.ws_client import Client, close_code, open_ws, rename, ws_url
-from tests.support.rediscluster import RedisCluster, redis_cluster  # noqa: F401
+from tests.support.rediscluster import RedisCluster
 from tests.support.relay import RunningRelay, assert_published_exactly, fast_config
 
 _ = writer_ops  # the ops check() compares with
 
 
 @pytest.fixture
-async def cluster_redis(redis_cluster: RedisCluster) -> AsyncIterator[Redis]:  # noqa: F811
-    client = redis_cluster.client()
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix(cluster_redis: Redis) -> AsyncIterator[str]:
-    value = f"wsrc{uuid.uuid4().hex[:8]}:"
-    try:
-        yield value
-    finally:
-        await delete_prefix(cluster_redis, value)
+def prefix(cluster_prefix: str) -> str:
+    return cluster_prefix
 
 
 def spread_ids(cluster: RedisCluster, keys: Keys, count: int) -> list[str]:
@@ -105,7 +90,7 @@ async def test_events_cross_gateways_on_every_master_through_the_relay(
     pg_dsn: str,
     prefix: str,
     cluster_redis: Redis,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
     store: PostgresStore,
 ) -> None:
     one = await on_cluster(make_gateway, redis_cluster, prefix)
@@ -159,7 +144,7 @@ async def test_every_master_flushed_mid_load_loses_nothing(
     store: PostgresStore,
     prefix: str,
     cluster_redis: Redis,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     one = await on_cluster(make_gateway, redis_cluster, prefix)
     two = await on_cluster(make_gateway, redis_cluster, prefix)
@@ -196,7 +181,7 @@ async def test_every_master_flushed_mid_load_loses_nothing(
 async def test_presence_and_membership_cross_gateways_on_two_masters(
     make_gateway: Any,
     prefix: str,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     # Liveness lines every 100 ms; a peer not refreshed for 400 ms would expire.
     timing = {"WS_PRESENCE_HEARTBEAT_MS": "100", "WS_PRESENCE_TTL_MS": "400"}

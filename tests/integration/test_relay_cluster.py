@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,7 +22,7 @@ from app.store.postgres import PostgresStore
 from tests.conftest import delete_prefix
 from tests.integration.test_relay_faults import DOCS, Consumer
 from tests.support.appprocess import AppProcess
-from tests.support.rediscluster import RedisCluster, redis_cluster  # noqa: F401
+from tests.support.rediscluster import RedisCluster
 from tests.support.relay import (
     RunningRelay,
     Writer,
@@ -36,24 +34,11 @@ from tests.support.relay import (
 
 
 @pytest.fixture
-async def cluster_redis(redis_cluster: RedisCluster) -> AsyncIterator[Redis]:  # noqa: F811
-    client = redis_cluster.client()
-    try:
-        yield client
-    finally:
-        await client.aclose()
+def prefix(cluster_prefix: str) -> str:
+    return cluster_prefix
 
 
-@pytest.fixture
-async def prefix(cluster_redis: Redis) -> AsyncIterator[str]:
-    value = f"rc{uuid.uuid4().hex[:8]}:"
-    try:
-        yield value
-    finally:
-        await delete_prefix(cluster_redis, value)
-
-
-def test_the_documents_lie_on_every_master(redis_cluster: RedisCluster) -> None:  # noqa: F811
+def test_the_documents_lie_on_every_master(redis_cluster: RedisCluster) -> None:
     keys = Keys("atelier:")
     assert redis_cluster.owners(keys.doc_stream(d) for d in DOCS) == set(redis_cluster.ports)
 
@@ -63,7 +48,7 @@ async def test_the_relay_publishes_on_every_master_exactly_once_and_resumes(
     pg_clean: str,
     cluster_redis: Redis,
     prefix: str,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     keys = Keys(prefix)
     progress_keys = [keys.relay_position, keys.relay_epoch, keys.relay_store]
@@ -96,7 +81,7 @@ async def test_every_master_flushed_mid_run_republishes_and_nothing_is_lost(
     store: PostgresStore,
     pg_clean: str,
     cluster_redis: Redis,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     # The whole cluster is flushed: this test owns the prefix's every key and the
     # module's cluster holds nothing else at this point.
@@ -157,7 +142,7 @@ async def test_progress_under_the_earlier_key_names_is_adopted_once(
 async def test_publish_all_reaches_subscribers_on_every_master(
     cluster_redis: Redis,
     prefix: str,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     keys = Keys(prefix)
     channels = [keys.doc_presence(d) for d in DOCS]
@@ -189,7 +174,7 @@ async def test_the_relay_process_publishes_to_the_cluster(
     pg_clean: str,
     cluster_redis: Redis,
     prefix: str,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     keys = Keys(prefix)
     env = {
@@ -227,7 +212,7 @@ async def test_a_slot_moved_mid_run_is_followed_and_nothing_is_lost(
     pg_clean: str,
     cluster_redis: Redis,
     prefix: str,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     keys = Keys(prefix)
     moved = keys.doc_stream("d1")
@@ -264,7 +249,7 @@ async def test_the_master_holding_the_progress_restarted_empty_republishes(
     pg_clean: str,
     cluster_redis: Redis,
     prefix: str,
-    redis_cluster: RedisCluster,  # noqa: F811
+    redis_cluster: RedisCluster,
 ) -> None:
     keys = Keys(prefix)
     master = redis_cluster.slot_owner(keys.relay_position)

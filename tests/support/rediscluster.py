@@ -13,9 +13,9 @@
 Each node is ``redis-server --cluster-enabled yes`` with nothing persisted; the slots
 are assigned by ``redis-cli --cluster create … --cluster-replicas 0 --cluster-yes``, and
 ``start_cluster`` returns once every node reports ``cluster_state:ok`` and agrees on the
-slot map. ``redis_cluster`` is a module-scoped pytest fixture around it; a test that
-needs the cluster for a whole session can call ``start_cluster`` from a fixture of its
-own (it is a plain function).
+slot map. tests/conftest.py wraps it in fixtures (``redis_cluster`` per module,
+``cluster_redis`` and ``cluster_prefix`` per test); a test that needs the cluster for a
+whole session can call ``start_cluster`` from a fixture of its own (a plain function).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import pytest
 
 from app.bus import Redis, create_redis
 
-__all__ = ["RedisCluster", "redis_cluster", "start_cluster"]
+__all__ = ["RedisCluster", "start_cluster"]
 
 _MASTERS = 3
 _START_WAIT = 30.0
@@ -276,13 +276,3 @@ def start_cluster(root: Path, masters: int = _MASTERS) -> RedisCluster:
         cluster.stop()
         raise
     return cluster
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    """A three-master cluster for the tests of one module."""
-    cluster = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
