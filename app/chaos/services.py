@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from app.ops.pgtools import as_server_user, find_pg_bin, free_port
+from app.ops.pgtools import as_server_user, find_pg_bin, free_port, initdb_argv
 
 __all__ = ["PgCluster", "RedisServer"]
 
@@ -50,17 +50,7 @@ class PgCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if self._as_user:
             shutil.chown(self.root, "postgres", "postgres")
-        await self._run(
-            find_pg_bin("initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
+        await self._run(*initdb_argv(self.data))
 
     async def start(self) -> None:
         opts = (

@@ -11,9 +11,10 @@ import glob
 import os
 import shutil
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["as_server_user", "find_pg_bin", "free_port", "with_host_port"]
+__all__ = ["as_server_user", "find_pg_bin", "free_port", "initdb_argv", "with_host_port"]
 
 
 def find_pg_bin(name: str) -> str:
@@ -33,6 +34,22 @@ def as_server_user() -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--"]
     return []
+
+
+def initdb_argv(data: Path) -> list[str]:
+    """``initdb`` for a scratch cluster in ``data``: superuser ``postgres``, trust
+    authentication (it listens on loopback only), UTF8, no fsync of the new files."""
+    return [
+        find_pg_bin("initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "--no-sync",
+        "-E",
+        "UTF8",
+    ]
 
 
 def free_port() -> int:

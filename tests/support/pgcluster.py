@@ -1,35 +1,20 @@
 """A throwaway PostgreSQL cluster of a test's own, for tests that restart the server.
 
-Found from the installed binaries (PATH, then /usr/lib/postgresql/*/bin). initdb will
-not run as root, so as root the cluster belongs to the ``postgres`` system user and
-its commands run through ``runuser``.
+Found from the installed binaries (PATH, then /usr/lib/postgresql/*/bin) and made the
+way the chaos run makes its own (app/ops/pgtools.py). initdb will not run as root, so
+as root the cluster belongs to the ``postgres`` system user and its commands run
+through ``runuser``.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
+from app.ops.pgtools import as_server_user, find_pg_bin, free_port, initdb_argv
+
 __all__ = ["ScratchCluster", "find_pg_bin"]
-
-
-def find_pg_bin(name: str) -> str:
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    found = shutil.which(name) or (candidates[0] if candidates else None)
-    if found is None:
-        raise RuntimeError(f"{name} not found: install PostgreSQL's server binaries")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ScratchCluster:
@@ -40,10 +25,8 @@ class ScratchCluster:
         self.root = root
         self.conf = dict(conf or {})
         self.data = root / "pgdata"
-        self.port = _free_port()
-        self._as_user: list[str] = []
-        if os.geteuid() == 0:
-            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self._as_user = as_server_user()
 
     @property
     def dsn(self) -> str:
@@ -56,17 +39,7 @@ class ScratchCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if self._as_user:
             shutil.chown(self.root, "postgres", "postgres")
-        self._run(
-            find_pg_bin("initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
+        self._run(*initdb_argv(self.data))
         if self.conf:
             quoted = (f"{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in self.conf.items())
             with (self.data / "postgresql.conf").open("a") as conf:
