@@ -41,21 +41,12 @@ from tests.e2e.test_ws_invariants import OPS, Peer, writer_ops
 from tests.support.appprocess import AppProcess
 from tests.support.appstack import AppStack, wait_for
 from tests.support.pgreplica import ReplicaPair
-from tests.support.rediscluster import RedisCluster, start_cluster
+from tests.support.rediscluster import RedisCluster
 
 WRITERS = 4
 VIEWERS = 6
 DOCS = 3
 FINAL_V = 2 + WRITERS * OPS  # doc.create, the layer, then every writer's ops
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    started = start_cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +140,12 @@ async def send_once(url: str, token: str, message: dict[str, Any]) -> dict[str, 
 
 @pytest.mark.timeout(300)
 async def test_two_gateways_relay_and_two_workers_on_a_redis_cluster_and_a_replica(
-    cluster: RedisCluster, pair: ReplicaPair
+    redis_cluster: RedisCluster, pair: ReplicaPair
 ) -> None:
     await migrate(pair.primary_url)
     prefix = f"so{uuid.uuid4().hex[:6]}:"
-    env = {**cluster.settings_env(), "WS_PRESENCE_HEARTBEAT_MS": "1000"}
-    async with AppStack(pair.primary_url, cluster.url, prefix, **env) as stack:
+    env = {**redis_cluster.settings_env(), "WS_PRESENCE_HEARTBEAT_MS": "1000"}
+    async with AppStack(pair.primary_url, redis_cluster.url, prefix, **env) as stack:
         gateways = []
         for _ in range(2):
             await stack.start("serve", DATABASE_READ_URL=pair.replica_url)
@@ -166,7 +157,7 @@ async def test_two_gateways_relay_and_two_workers_on_a_redis_cluster_and_a_repli
 
         await asyncio.gather(stack.start("relay"), workers())
 
-        docs = await make_documents(stack, cluster, prefix)
+        docs = await make_documents(stack, redis_cluster, prefix)
         runs = await asyncio.gather(*(drive(stack, gateways, doc) for doc in docs))
 
         finals: dict[str, Any] = {}
