@@ -100,6 +100,11 @@ class Unavailable(AppError):
     code = "unavailable"
     status = 503
 
+    @classmethod
+    def store_silent(cls, seconds: float) -> Unavailable:
+        """The store did not answer an op's read or commit within ``seconds``."""
+        return cls(f"the event store has not answered in {seconds:g} s; retry with the same id")
+
 
 class Timeout(AppError):
     code = "timeout"

@@ -156,7 +156,7 @@ class CommandHandler:
                 # its outcome first (committed: remembered above; not: decided afresh).
                 await asyncio.wait((late,), timeout=self._commit_timeout)
                 if not late.done():
-                    raise _late(self._commit_timeout)
+                    raise Unavailable.store_silent(self._commit_timeout)
                 if state.late.get(key) is late:
                     del state.late[key]
                 continue
@@ -351,10 +351,6 @@ class CommandHandler:
             state.remember((event.actor, event.op_id), result.v)
 
 
-def _late(seconds: float) -> Unavailable:
-    return Unavailable(f"the event store has not answered in {seconds:g} s; retry with the same id")
-
-
 def _pass_on(waiter: asyncio.Future[AppendResult], future: asyncio.Future[AppendResult]) -> None:
     """The committer's outcome, to the caller still waiting for it (if any)."""
     if future.cancelled():
@@ -390,7 +386,7 @@ def _expire(
                 del state.late[op_key]
 
         future.add_done_callback(ended)
-    waiter.set_exception(_late(seconds))
+    waiter.set_exception(Unavailable.store_silent(seconds))
 
 
 def _event(decision: Decision, actor: str, op_id: str | None) -> NewEvent:

@@ -75,9 +75,7 @@ async def _within(read: Coroutine[Any, Any, T], seconds: float) -> T:
     done, _ = await asyncio.wait((task,), timeout=seconds)
     if not done:
         task.add_done_callback(_forget)
-        raise Unavailable(
-            f"the event store has not answered in {seconds:g} s; retry with the same id"
-        )
+        raise Unavailable.store_silent(seconds)
     return task.result()
 
 
