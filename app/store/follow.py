@@ -34,14 +34,27 @@ from app.store._errors import is_unavailable
 from app.store._rows import EVENT_COLUMNS, to_event
 from app.store.ports import StoredEvent
 
-__all__ = ["CHANNEL", "EpochChanged", "LogFollower", "LogGapError"]
+__all__ = ["CHANNEL", "READ", "SESSION", "EpochChanged", "LogFollower", "LogGapError"]
 
 CHANNEL: Final = "atelier_log"
-_READ: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+# The one read of the log (public for scripts/bench_follow.py and the tests).
+READ: Final = f"SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
 _META: Final = (
     "SELECT m.store_id::text AS store_id, m.epoch, h.last_position"
     " FROM store_meta AS m, log_head AS h"
 )
+
+# The read above has no ``doc_id``, so no partition of ``events`` can be pruned when it
+# is planned. Left to ``plan_cache_mode = auto``, PostgreSQL plans it afresh (a custom
+# plan over all 16 partitions) on every execution of the prepared statement once the
+# table is large, because the generic plan's estimate for ``position > $1 ... LIMIT $2``
+# looks dearer than a custom one: 0.61 ms of the backend's CPU per read at the head of
+# 200,000 events against 0.25 ms with the generic plan (scripts/bench_follow.py), and
+# the relay, the worker and the snapshotter each read once per commit at low load. The
+# generic plan (a Merge Append of the partitions' position indexes) is the right one for
+# every cursor, so the follower's session always takes it (docs/benchmarks.md, "The log
+# followers' plans and the event loop").
+SESSION: Final = {"plan_cache_mode": "force_generic_plan"}
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +192,7 @@ class LogFollower:
         conn = self._conn
         if conn is None or conn.is_closed():
             raise asyncpg.ConnectionDoesNotExistError("the follower's connection is closed")
-        rows = await conn.fetch(_READ, self._position, self._batch_size, timeout=self._read_timeout)
+        rows = await conn.fetch(READ, self._position, self._batch_size, timeout=self._read_timeout)
         if rows is None:
             # asyncpg answers None instead of raising when the connection is lost under
             # the read (seen while the server restarts): a lost connection, not a crash.
@@ -214,7 +227,7 @@ class LogFollower:
     async def _connect(self) -> None:
         conn = await asyncpg.connect(
             self._dsn,
-            server_settings={"application_name": self._application_name},
+            server_settings={**SESSION, "application_name": self._application_name},
             command_timeout=self._read_timeout,
         )
         try:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from app.store.follow import EpochChanged, LogFollower, LogGapError
+from app.store.follow import READ, EpochChanged, LogFollower, LogGapError
 from app.store.ports import StoredEvent
 from app.store.postgres import PostgresStore
 from tests.contract.helpers import create_doc, request
@@ -145,3 +145,25 @@ async def test_a_cursor_beyond_the_head_is_a_breach(store: PostgresStore, pg_dsn
     await create_doc(store, "d1")
     with pytest.raises(LogGapError, match="behind the cursor"):
         await LogFollower(pg_dsn, after=10).connect()
+
+
+async def test_its_read_keeps_one_generic_plan(store: PostgresStore, pg_dsn: str) -> None:
+    """The read by position cannot prune a partition, so a custom plan is a plan of all
+    16 on every execution (what `plan_cache_mode = auto` chose, at three times the
+    read's own cost): the follower's session plans it once, generically."""
+    await create_doc(store, "d1")
+    async with tailing(LogFollower(pg_dsn, poll_interval=30)) as tail:
+        await tail.reached(1)
+        for v in range(1, 13):  # one read per commit: past auto's five custom plans
+            await store.append([request("d1", v)])
+            await tail.reached(v + 1)
+        # Prepared statements are per session: ask the follower's own connection, idle
+        # now (nothing more to read, its next poll 30 s away).
+        conn = tail.follower._conn
+        assert conn is not None
+        rows = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            READ,
+        )
+    assert len(rows) == 1, rows
+    assert rows[0]["custom_plans"] == 0 and rows[0]["generic_plans"] >= 12, dict(rows[0])
