@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from app.config import Settings
 from app.gateway.app import create_app
 from app.gateway.direct import DirectWebSocketProtocol
+from app.loop import run as run_loop
 
 __all__ = ["GatewayServer", "run", "serve"]
 
@@ -86,9 +87,4 @@ async def serve(settings: Settings, *, port: int | None = None) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight ops are answered before the process exits."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(serve(settings))
-    else:
-        uvloop.run(serve(settings))
+    run_loop(serve(settings))

@@ -37,6 +37,7 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from app.loadtest.hist import Histogram
+from app.loop import run as run_loop
 
 __all__ = ["ClientSpec", "Plan", "child_main", "fold", "make_op"]
 
@@ -714,9 +715,4 @@ def child_main(conn: Connection, plan: Plan) -> None:
     """Entry point of a client process (multiprocessing, spawn)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     raise_nofile()
-    try:
-        import uvloop
-
-        uvloop.run(_main(conn, plan))
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        asyncio.run(_main(conn, plan))
+    run_loop(_main(conn, plan))

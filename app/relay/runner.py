@@ -17,6 +17,7 @@ import structlog
 
 from app.bus import Keys, create_redis
 from app.config import Settings
+from app.loop import run as run_loop
 from app.observability.exporter import exporting, watch_event_loop
 from app.relay.relay import Relay, RelayConfig
 
@@ -73,4 +74,4 @@ def run(settings: Settings) -> int:
         return 0
 
     with exporting(settings.metrics_host, settings.relay_metrics_port, process="relay"):
-        return asyncio.run(main())
+        return run_loop(main())

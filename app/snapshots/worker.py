@@ -16,6 +16,7 @@ import structlog
 
 from app.config import Settings
 from app.errors import Unavailable
+from app.loop import run as run_loop
 from app.observability import metrics
 from app.observability.exporter import exporting, watch_event_loop
 from app.snapshots.snapshotter import Snapshotter
@@ -104,5 +105,5 @@ def run(settings: Settings) -> int:
         log.info("snapshotter stopped")
 
     with exporting(settings.metrics_host, settings.snapshotter_metrics_port, process="snapshotter"):
-        asyncio.run(main())
+        run_loop(main())
     return 0

@@ -21,6 +21,7 @@ from typing import Final
 import structlog
 
 from app.config import Settings
+from app.loop import run as run_loop
 from app.observability.exporter import exporting, watch_event_loop
 from app.workers.collector import Collector
 from app.workers.worker import Worker, WorkerConfig
@@ -96,4 +97,4 @@ def run(settings: Settings, worker_id: str | None = None) -> int:
         return 0
 
     with exporting(settings.metrics_host, settings.worker_metrics_port, process="worker"):
-        return asyncio.run(main())
+        return run_loop(main())
