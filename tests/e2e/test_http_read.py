@@ -25,11 +25,17 @@ SUMMARY_KEYS = {"id", "title", "v", "owner", "role", "layers", "elements", "upda
 
 
 async def post_ops(c: httpx.AsyncClient, doc_id: str, ops: list[dict[str, Any]]) -> int:
+    """Post ``ops`` one after the other; an op refused with 429 (a user's ops a second,
+    which a fast machine can pass) is sent again with the same id after ``Retry-After``,
+    as PROTOCOL.md asks of clients."""
     v = 0
     for op in ops:
-        r = await c.post(
-            f"/api/documents/{doc_id}/ops", json={"id": f"op{random.getrandbits(48)}", "op": op}
-        )
+        body = {"id": f"op{random.getrandbits(48)}", "op": op}
+        for _ in range(20):
+            r = await c.post(f"/api/documents/{doc_id}/ops", json=body)
+            if r.status_code != 429:
+                break
+            await asyncio.sleep(float(r.headers.get("Retry-After", "0.1")))
         assert r.status_code == 200, r.text
         v = r.json()["v"]
     return v
