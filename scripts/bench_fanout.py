@@ -87,6 +87,7 @@ from websockets.uri import WebSocketURI, parse_uri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.loadtest.frames import FrameSplitter
 from app.loadtest.procstat import cpu_ticks, rss_kib
 from app.store.migrate import migrate
 from app.store.pool import create_pool
@@ -278,6 +279,7 @@ class ViewerSocket(asyncio.Protocol):
         self.on_message: Callable[[bytes, int], None] | None = None  # see follow()
         self.on_lost: Callable[[], None] | None = None
         self._parts: list[bytes] = []
+        self._frames = FrameSplitter(self.ws)  # the harness's fast path for text frames
         self._early: list[tuple[bytes, int]] = []  # after the welcome, before follow()
 
     def follow(self, sink: Callable[[bytes, int], None], lost: Callable[[], None]) -> None:
@@ -294,8 +296,12 @@ class ViewerSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        self.ws.receive_data(data)
-        self._handle(now)
+        for message in self._frames.split(data):
+            if message is None:
+                self._events(now)
+            else:
+                self._message(message, now)
+        self._flush()
 
     def eof_received(self) -> None:
         self.ws.receive_eof()
@@ -310,6 +316,10 @@ class ViewerSocket(asyncio.Protocol):
                 self.on_lost()
 
     def _handle(self, now: int) -> None:
+        self._events(now)
+        self._flush()
+
+    def _events(self, now: int) -> None:
         for event in self.ws.events_received():
             if isinstance(event, Response):
                 if self.ws.handshake_exc is not None:
@@ -322,7 +332,7 @@ class ViewerSocket(asyncio.Protocol):
                     data = b"".join(self._parts)
                     self._parts = []
                     self._message(data, now)
-        self._flush()
+                self._frames.fragmented = bool(self._parts)
 
     def _message(self, data: bytes, now: int) -> None:
         if self.on_message is not None:

@@ -2,9 +2,10 @@
 
 Every connection is a ``Socket`` on the ``websockets`` library's sans-I/O client
 protocol: each frame is handled as its bytes arrive, with no task or future per message,
-so the generator spends as little CPU per delivery as it can (the idea of
-scripts/bench_fanout.py's ``ViewerSocket``). A ``Client`` is what the harness knows of
-one connection: the versions it saw (once, in order, no gap), its pending ops, the
+and whole text frames are taken off the bytes without the library's parser
+(``app.loadtest.frames``), so the generator spends as little CPU per delivery as it can
+(scripts/bench_fanout.py's ``ViewerSocket`` does the same). A ``Client`` is what the
+harness knows of one connection: the versions it saw (once, in order, no gap), its pending ops, the
 presence it got from its peers and, for a sample of clients, the elements folded from
 the welcome's state and the events (``fold``, independent of the server's domain code).
 
@@ -36,6 +37,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
+from app.loadtest.frames import FrameSplitter
 from app.loadtest.hist import Histogram
 from app.loop import run as run_loop
 
@@ -146,6 +148,7 @@ class Socket(asyncio.Protocol):
         self.gone: asyncio.Future[None] = loop.create_future()
         self.closing = False
         self._parts: list[bytes] = []
+        self._frames = FrameSplitter(self.ws)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -154,8 +157,12 @@ class Socket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        self.ws.receive_data(data)
-        self._handle(now)
+        for message in self._frames.split(data):
+            if message is None:
+                self._events(now)  # what went through the protocol, in order
+            else:
+                self.client.frame(message, now)
+        self._flush()
 
     def eof_received(self) -> None:
         self.ws.receive_eof()
@@ -170,6 +177,10 @@ class Socket(asyncio.Protocol):
             self.client.lost(self, rcvd.code if rcvd is not None else 1006)
 
     def _handle(self, now: int) -> None:
+        self._events(now)
+        self._flush()
+
+    def _events(self, now: int) -> None:
         for event in self.ws.events_received():
             if isinstance(event, Response):
                 if self.ws.handshake_exc is not None:
@@ -182,7 +193,7 @@ class Socket(asyncio.Protocol):
                     data = b"".join(self._parts)
                     self._parts = []
                     self.client.frame(data, now)
-        self._flush()
+                self._frames.fragmented = bool(self._parts)
 
     def _flush(self) -> None:
         if self.transport is None or self.transport.is_closing():
