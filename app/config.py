@@ -66,6 +66,11 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "200",
         "the snapshotter writes a snapshot of a document every N events (0: none)",
     ),
+    "SNAPSHOTTER_LINGER_MS": (
+        "100",
+        "milliseconds the snapshotter waits after catching up with the log before its next "
+        "read, so that the commits of that time come as one batch (0: read at each commit)",
+    ),
     "RELAY_STREAM_MAXLEN": (
         "1000",
         "events kept in each document's Redis stream (approximate trim, `XADD MAXLEN ~`); "
@@ -83,6 +88,12 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "2000",
         "most events a read worker folds and writes in one transaction (under load it "
         "reads that many at once; idle, each commit is a batch)",
+    ),
+    "WORKER_LINGER_MS": (
+        "0",
+        "milliseconds a read worker waits after catching up with the log before its next "
+        "read, so that the commits of that time share one transaction (adds up to that "
+        "much to the views' lag; 0: a transaction per commit when idle)",
     ),
     "WORKER_CACHE_DOCS": (
         "2000",
@@ -249,10 +260,12 @@ class Settings:
     op_commit_timeout_ms: int
     group_commit_max: int
     snapshot_every: int
+    snapshotter_linger_ms: int
     relay_stream_maxlen: int
     relay_stream_ttl: int
     relay_republish_window: int
     worker_batch: int
+    worker_linger_ms: int
     worker_cache_docs: int
     worker_lease_interval_ms: int
     write_model_cache: int
@@ -343,10 +356,12 @@ class Settings:
             op_commit_timeout_ms=_int(env, "OP_COMMIT_TIMEOUT_MS", minimum=1),
             group_commit_max=_int(env, "GROUP_COMMIT_MAX", minimum=1),
             snapshot_every=_int(env, "SNAPSHOT_EVERY"),
+            snapshotter_linger_ms=_int(env, "SNAPSHOTTER_LINGER_MS"),
             relay_stream_maxlen=_int(env, "RELAY_STREAM_MAXLEN", minimum=1),
             relay_stream_ttl=_int(env, "RELAY_STREAM_TTL"),
             relay_republish_window=_int(env, "RELAY_REPUBLISH_WINDOW"),
             worker_batch=_int(env, "WORKER_BATCH", minimum=1),
+            worker_linger_ms=_int(env, "WORKER_LINGER_MS"),
             worker_cache_docs=_int(env, "WORKER_CACHE_DOCS"),
             worker_lease_interval_ms=_int(env, "WORKER_LEASE_INTERVAL_MS", minimum=50),
             write_model_cache=_int(env, "WRITE_MODEL_CACHE", minimum=1),

@@ -49,6 +49,9 @@ async def follow_and_snapshot(settings: Settings) -> None:
             settings.database_url,
             after=await _retrying("read the head", store.head),
             application_name="atelier-snapshots",
+            # Snapshots have no latency to keep: at low load, one read and one pass
+            # every SNAPSHOTTER_LINGER_MS instead of one per commit.
+            linger=settings.snapshotter_linger_ms / 1000,
         )
         await _retrying("follow the log", follower.connect)
         try:

@@ -75,6 +75,12 @@ class LogFollower:
 
     ``epoch``, when given, is the epoch the cursor belongs to; a store at another
     epoch raises ``EpochChanged`` instead of being read with a void cursor.
+
+    ``linger`` (seconds, default 0): after a batch that caught up with the head, wait
+    this long before the next read, so that at low load the commits of that time come
+    as one batch (one read, and one transaction of whoever consumes it) instead of one
+    each. A consumer with no latency to keep (the snapshotter) lingers; 0 reads at
+    every notification.
     """
 
     def __init__(
@@ -88,9 +94,10 @@ class LogFollower:
         read_timeout: float = 10.0,
         max_backoff: float = 5.0,
         application_name: str = "atelier-follower",
+        linger: float = 0.0,
     ) -> None:
-        if after < 0 or batch_size < 1 or poll_interval <= 0:
-            raise ValueError("need after >= 0, batch_size >= 1 and poll_interval > 0")
+        if after < 0 or batch_size < 1 or poll_interval <= 0 or linger < 0:
+            raise ValueError("need after >= 0, batch_size >= 1, poll_interval > 0 and linger >= 0")
         self._dsn = dsn
         self._position = after
         self._epoch = epoch
@@ -100,6 +107,7 @@ class LogFollower:
         self._read_timeout = read_timeout
         self._max_backoff = max_backoff
         self._application_name = application_name
+        self._linger = linger
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._reconnects = 0
@@ -179,6 +187,10 @@ class LogFollower:
                 yield rows
                 if read_on:
                     continue  # more is waiting: read on without sleeping
+                if self._linger and not self._closed:
+                    # Caught up: let the next commits gather for one read and one batch.
+                    # A notification meanwhile sets the flag, so nothing waits a poll.
+                    await asyncio.sleep(self._linger)
             # Timing out is the fallback poll: read even without a notification.
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
             # lands as its inner await completes (CPython gh-86296), and a follower that

@@ -45,6 +45,7 @@ def config_from(settings: Settings, worker_id: str | None = None) -> WorkerConfi
         batch=settings.worker_batch,
         cache_docs=settings.worker_cache_docs,
         lease_interval=settings.worker_lease_interval_ms / 1000,
+        linger=settings.worker_linger_ms / 1000,
     )
 
 

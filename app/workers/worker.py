@@ -67,7 +67,8 @@ class WorkerConfig:
     """``batch``: most events read and written at once. ``cache_docs``: documents kept
     decoded (LRU). ``lease_interval``: seconds between lease checks (a dead worker's
     shards are taken over within about that). ``poll_interval``: the follower's
-    fallback poll when no notification comes."""
+    fallback poll when no notification comes. ``linger``: seconds to wait after catching
+    up before the next read (``LogFollower``'s linger)."""
 
     dsn: str
     worker_id: str
@@ -76,6 +77,7 @@ class WorkerConfig:
     lease_interval: float = 1.0
     poll_interval: float = 1.0
     max_backoff: float = 2.0
+    linger: float = 0.0
 
 
 class _Restart(Exception):
@@ -209,6 +211,7 @@ class Worker:
                 batch_size=self._config.batch,
                 poll_interval=self._config.poll_interval,
                 application_name=f"atelier-worker {self.worker_id}"[:63],
+                linger=self._config.linger,
             )
             self._follower = follower
             try:

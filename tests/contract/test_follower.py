@@ -22,12 +22,14 @@ class Tail:
     def __init__(self, follower: LogFollower) -> None:
         self.follower = follower
         self.seen: list[StoredEvent] = []
+        self.sizes: list[int] = []  # of each batch
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         async with self.follower:
             async for batch in self.follower:
                 self.seen.extend(batch)
+                self.sizes.append(len(batch))
 
     async def reached(self, position: int, within: float = 5.0) -> float:
         """Seconds until the follower's cursor reached ``position``."""
@@ -167,3 +169,23 @@ async def test_its_read_keeps_one_generic_plan(store: PostgresStore, pg_dsn: str
         )
     assert len(rows) == 1, rows
     assert rows[0]["custom_plans"] == 0 and rows[0]["generic_plans"] >= 12, dict(rows[0])
+
+
+async def test_with_a_linger_the_commits_of_the_pause_come_as_one_batch(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    await create_doc(store, "d1")
+    async with tailing(LogFollower(pg_dsn, poll_interval=30, linger=0.5)) as tail:
+        await tail.reached(1)  # caught up: the follower lingers now
+        for v in range(1, 6):  # five commits, each woken by its own notification
+            await store.append([request("d1", v)])
+        # All five in one read once the pause is over; a notification, not the 30 s
+        # poll, woke it.
+        assert await tail.reached(6) < 2.0
+        assert tail.sizes == [1, 5]
+        assert [e.position for e in tail.seen] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_negative_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger"):
+        LogFollower("postgresql://nowhere/db", linger=-0.1)
