@@ -4,7 +4,8 @@ and with PostgreSQL's default (``plan_cache_mode = auto``).
     .venv/bin/python scripts/bench_follow.py [--events N] [--docs D] [--reads R]
 
 Makes a throwaway database (migrated), fills ``events`` with N events round-robin over
-D documents (one ``INSERT ... SELECT``, as tests/contract/test_partition_plans.py does),
+D documents (one ``INSERT ... SELECT``: tests/contract/helpers.py's ``fill_log``, the
+store of tests/contract/test_partition_plans.py),
 analyzes it, then runs the follower's prepared read (``app.store.follow.READ``) R times
 per round on two connections, one with the follower's session settings
 (``app.store.follow.SESSION``) and one with the default, alternating rounds:
@@ -32,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-import orjson
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS.parent))
@@ -42,6 +42,7 @@ import bench_fanout as fanout  # noqa: E402  (throwaway databases, the machine l
 
 from app.store.follow import READ, SESSION  # noqa: E402
 from app.store.migrate import migrate  # noqa: E402
+from tests.contract.helpers import fill_log  # noqa: E402  (the contract tests' store)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -66,29 +67,7 @@ def backend_cpu(pid: int) -> float | None:
 async def fill(dsn: str, events: int, docs: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        op = orjson.dumps({"kind": "element.update", "element": "e1", "set": {"x": 1}})
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO documents (id, title, owner) SELECT 'doc-' || d, 'T', 'alice'"
-                " FROM generate_series(0, $1 - 1) AS d",
-                docs,
-            )
-            await conn.execute(
-                "INSERT INTO events (position, doc_id, v, kind, op, effect, actor, ts)"
-                " SELECT p, 'doc-' || ((p - 1) % $2), (p - 1) / $2 + 1, 'element.update',"
-                "        $3, '{}', 'alice', now()"
-                " FROM generate_series(1, $1::bigint) AS p",
-                events,
-                docs,
-                op,
-            )
-            await conn.execute(
-                "UPDATE documents AS d SET v = e.v, last_position = e.p"
-                " FROM (SELECT doc_id, max(v) AS v, max(position) AS p FROM events"
-                "       GROUP BY doc_id) AS e WHERE e.doc_id = d.id"
-            )
-            await conn.execute("UPDATE log_head SET last_position = $1", events)
-        await conn.execute("ANALYZE events, documents")
+        await fill_log(conn, events, docs)
     finally:
         await conn.close()
 

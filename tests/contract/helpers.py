@@ -16,6 +16,7 @@ __all__ = [
     "assert_log_consistent",
     "create_doc",
     "event",
+    "fill_log",
     "request",
     "wait_for_lock_waiters",
     "wait_until",
@@ -110,3 +111,33 @@ async def wait_for_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
             return
         assert time.monotonic() < deadline, f"{waiting} lock waiters, expected {count}"
         await asyncio.sleep(0.01)
+
+
+async def fill_log(conn: asyncpg.Connection, events: int, docs: int) -> None:
+    """A consistent store of ``events`` events round-robin over ``docs`` documents
+    (``doc-0`` ...), written in one transaction without the append path (log head,
+    documents' versions and last positions set), then analyzed. Also what
+    scripts/bench_follow.py reads."""
+    op = orjson.dumps({"kind": "element.update", "element": "e1", "set": {"x": 1}})
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO documents (id, title, owner) SELECT 'doc-' || d, 'T', 'alice'"
+            " FROM generate_series(0, $1 - 1) AS d",
+            docs,
+        )
+        await conn.execute(
+            "INSERT INTO events (position, doc_id, v, kind, op, effect, actor, ts)"
+            " SELECT p, 'doc-' || ((p - 1) % $2), (p - 1) / $2 + 1, 'element.update',"
+            "        $3, '{}', 'alice', now()"
+            " FROM generate_series(1, $1::bigint) AS p",
+            events,
+            docs,
+            op,
+        )
+        await conn.execute(
+            "UPDATE documents AS d SET v = e.v, last_position = e.p"
+            " FROM (SELECT doc_id, max(v) AS v, max(position) AS p FROM events"
+            "       GROUP BY doc_id) AS e WHERE e.doc_id = d.id"
+        )
+        await conn.execute("UPDATE log_head SET last_position = $1", events)
+    await conn.execute("ANALYZE events, documents")

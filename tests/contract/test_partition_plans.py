@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from app.store._rows import EVENT_COLUMNS
-from tests.contract.helpers import assert_log_consistent
+from tests.contract.helpers import assert_log_consistent, fill_log
 
 DOCS = 256
 EVENTS = 20_000
@@ -50,29 +50,7 @@ async def conn(pg_clean: str) -> AsyncIterator[asyncpg.Connection]:
     documents' versions and last positions), analyzed."""
     c = await asyncpg.connect(pg_clean)
     try:
-        op = orjson.dumps({"kind": "element.update", "element": "e1", "set": {"x": 1}})
-        async with c.transaction():
-            await c.execute(
-                "INSERT INTO documents (id, title, owner) SELECT 'doc-' || d, 'T', 'alice'"
-                " FROM generate_series(0, $1 - 1) AS d",
-                DOCS,
-            )
-            await c.execute(
-                "INSERT INTO events (position, doc_id, v, kind, op, effect, actor, ts)"
-                " SELECT p, 'doc-' || ((p - 1) % $2), (p - 1) / $2 + 1, 'element.update',"
-                "        $3, '{}', 'alice', now()"
-                " FROM generate_series(1, $1::bigint) AS p",
-                EVENTS,
-                DOCS,
-                op,
-            )
-            await c.execute(
-                "UPDATE documents AS d SET v = e.v, last_position = e.p"
-                " FROM (SELECT doc_id, max(v) AS v, max(position) AS p FROM events"
-                "       GROUP BY doc_id) AS e WHERE e.doc_id = d.id"
-            )
-            await c.execute("UPDATE log_head SET last_position = $1", EVENTS)
-        await c.execute("ANALYZE events, documents")
+        await fill_log(c, EVENTS, DOCS)
         assert await assert_log_consistent(c) == EVENTS
         yield c
     finally:
