@@ -38,24 +38,36 @@ _HEAD_END: Final = b"\r\n\r\n"
 class FrameSplitter:
     """Splits what a server sends to one ``ClientProtocol`` (see the module doc)."""
 
-    __slots__ = ("_buffer", "_ws", "fragmented")
+    __slots__ = ("_need", "_pending", "_size", "_ws", "fragmented")
 
     def __init__(self, ws: ClientProtocol) -> None:
         self._ws = ws
-        self._buffer = b""
+        # The start of a frame that has not all arrived, in the chunks it came in (joined
+        # once, when complete: a large welcome comes in many reads), their total size
+        # and the size that completes the frame (0 while its head is incomplete).
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._need = 0
         # Set by the caller while it holds the first parts of a fragmented message:
         # a text frame then belongs to the protocol (which refuses it: RFC 6455 5.4).
         self.fragmented = False
 
     def split(self, data: bytes) -> Iterator[bytes | None]:
-        buf = self._buffer + data if self._buffer else data
-        self._buffer = b""
+        if self._pending:
+            self._pending.append(data)
+            self._size += len(data)
+            if self._size < self._need:
+                return
+            buf = b"".join(self._pending)
+            self._pending, self._size, self._need = [], 0, 0
+        else:
+            buf = data
         ws = self._ws
         pos = 0
         if ws.state is State.CONNECTING:
             end = buf.find(_HEAD_END)
             if end < 0:
-                self._buffer = buf  # the response's head is not all here yet
+                self._keep(buf, 0)  # the response's head is not all here yet
                 return
             pos = end + len(_HEAD_END)
             ws.receive_data(buf[:pos])
@@ -66,7 +78,7 @@ class FrameSplitter:
                 yield None
             return
         size = len(buf)
-        while (frame := _frame_at(buf, pos, size)) is not None:
+        while (frame := _frame_at(buf, pos)) is not None and frame[1] <= size:
             start, end, masked = frame
             if (
                 buf[pos] == _TEXT_FINAL
@@ -80,12 +92,18 @@ class FrameSplitter:
                 yield None
             pos = end
         if pos < size:
-            self._buffer = buf[pos:]
+            rest = buf[pos:]
+            self._keep(rest, 0 if frame is None else frame[1] - pos)
+
+    def _keep(self, rest: bytes, need: int) -> None:
+        self._pending, self._size, self._need = [rest], len(rest), need
 
 
-def _frame_at(buf: bytes, pos: int, size: int) -> tuple[int, int, bool] | None:
-    """(payload start, frame end, masked) of the frame at ``pos``; None while it has
-    not all arrived."""
+def _frame_at(buf: bytes, pos: int) -> tuple[int, int, bool] | None:
+    """(payload start, frame end, masked) of the frame at ``pos``, from its head; None
+    while the head has not all arrived. The frame ends at or after ``len(buf)`` when
+    its payload has not."""
+    size = len(buf)
     if size - pos < 2:
         return None
     second = buf[pos + 1]
@@ -104,5 +122,4 @@ def _frame_at(buf: bytes, pos: int, size: int) -> tuple[int, int, bool] | None:
     masked = bool(second & 0x80)
     if masked:
         start += 4  # the masking key: the protocol refuses a masked server frame
-    end = start + length
-    return None if end > size else (start, end, masked)
+    return start, start + length, masked
