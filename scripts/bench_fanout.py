@@ -65,7 +65,7 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -80,7 +80,6 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
@@ -278,7 +277,6 @@ class ViewerSocket(asyncio.Protocol):
         self.gone: asyncio.Future[None] = loop.create_future()
         self.on_message: Callable[[bytes, int], None] | None = None  # see follow()
         self.on_lost: Callable[[], None] | None = None
-        self._parts: list[bytes] = []
         self._frames = FrameSplitter(self.ws)  # the harness's fast path for text frames
         self._early: list[tuple[bytes, int]] = []  # after the welcome, before follow()
 
@@ -295,17 +293,10 @@ class ViewerSocket(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        now = time.monotonic_ns()
-        for message in self._frames.split(data):
-            if message is None:
-                self._events(now)
-            else:
-                self._message(message, now)
-        self._flush()
+        self._take(self._frames.split(data), time.monotonic_ns())
 
     def eof_received(self) -> None:
-        self.ws.receive_eof()
-        self._handle(time.monotonic_ns())
+        self._take(self._frames.eof(), time.monotonic_ns())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.welcomed.done():
@@ -315,24 +306,15 @@ class ViewerSocket(asyncio.Protocol):
             if self.on_lost is not None:
                 self.on_lost()
 
-    def _handle(self, now: int) -> None:
-        self._events(now)
+    def _take(self, items: Iterator[bytes | Response], now: int) -> None:
+        for item in items:
+            if isinstance(item, bytes):
+                self._message(item, now)
+            elif self.ws.handshake_exc is not None:
+                self.welcomed.set_exception(self.ws.handshake_exc)
+            else:
+                self.ws.send_text(self.hello)
         self._flush()
-
-    def _events(self, now: int) -> None:
-        for event in self.ws.events_received():
-            if isinstance(event, Response):
-                if self.ws.handshake_exc is not None:
-                    self.welcomed.set_exception(self.ws.handshake_exc)
-                else:
-                    self.ws.send_text(self.hello)
-            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.CONT):
-                self._parts.append(event.data)
-                if event.fin:
-                    data = b"".join(self._parts)
-                    self._parts = []
-                    self._message(data, now)
-                self._frames.fragmented = bool(self._parts)
 
     def _message(self, data: bytes, now: int) -> None:
         if self.on_message is not None:

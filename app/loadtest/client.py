@@ -25,14 +25,13 @@ import signal
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
 import orjson
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
@@ -147,7 +146,6 @@ class Socket(asyncio.Protocol):
         self.opened: asyncio.Future[int] = loop.create_future()  # handshake done (ns)
         self.gone: asyncio.Future[None] = loop.create_future()
         self.closing = False
-        self._parts: list[bytes] = []
         self._frames = FrameSplitter(self.ws)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,17 +154,10 @@ class Socket(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        now = time.monotonic_ns()
-        for message in self._frames.split(data):
-            if message is None:
-                self._events(now)  # what went through the protocol, in order
-            else:
-                self.client.frame(message, now)
-        self._flush()
+        self._take(self._frames.split(data), time.monotonic_ns())
 
     def eof_received(self) -> None:
-        self.ws.receive_eof()
-        self._handle(time.monotonic_ns())
+        self._take(self._frames.eof(), time.monotonic_ns())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -176,24 +167,15 @@ class Socket(asyncio.Protocol):
             rcvd = self.ws.close_rcvd
             self.client.lost(self, rcvd.code if rcvd is not None else 1006)
 
-    def _handle(self, now: int) -> None:
-        self._events(now)
+    def _take(self, items: Iterator[bytes | Response], now: int) -> None:
+        for item in items:
+            if isinstance(item, bytes):
+                self.client.frame(item, now)
+            elif self.ws.handshake_exc is not None:
+                self.opened.set_exception(self.ws.handshake_exc)
+            else:
+                self.opened.set_result(now)
         self._flush()
-
-    def _events(self, now: int) -> None:
-        for event in self.ws.events_received():
-            if isinstance(event, Response):
-                if self.ws.handshake_exc is not None:
-                    self.opened.set_exception(self.ws.handshake_exc)
-                else:
-                    self.opened.set_result(now)
-            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.CONT):
-                self._parts.append(bytes(event.data))
-                if event.fin:
-                    data = b"".join(self._parts)
-                    self._parts = []
-                    self.client.frame(data, now)
-                self._frames.fragmented = bool(self._parts)
 
     def _flush(self) -> None:
         if self.transport is None or self.transport.is_closing():

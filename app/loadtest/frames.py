@@ -7,18 +7,21 @@ generator over a stream reader, cost a client process a fifth of its CPU per del
 (24 against 19 µs), on the same 2 cores as the server it measures (docs/loadtest.md,
 "The generator's own cost").
 
-``FrameSplitter.split`` cuts the bytes at frame boundaries itself and hands out
+``FrameSplitter.split`` cuts the bytes at frame boundaries itself and hands out, in the
+order they came:
 
-- the payload (``bytes``) of a final text frame with no extension bits, arriving while
-  the connection is open and no fragmented message is in progress: the fast path;
-- ``None`` after it gave the protocol anything else, always whole frames: the HTTP
-  response of the handshake, control frames (ping, pong, close), fragments, frames with
-  extension bits or a mask (which the protocol refuses, as it should). The caller then
-  takes the protocol's events (``events_received``) before the next item, so that
-  messages keep their order and fragments are put together by the caller as before.
+- each message, as ``bytes``: straight from the bytes for a final text frame with no
+  extension bits while the connection is open and no fragmented message is in progress
+  (the fast path); put together from the protocol's frames otherwise;
+- the handshake's ``Response``, for the caller to see whether it was accepted.
 
-The protocol never sees a partial frame, so its own parser stays at a frame boundary and
-its state (open, closing, closed) stays true; a partial frame waits here for its end.
+Everything but the fast path goes to the protocol, always whole frames: the HTTP
+response of the handshake, control frames (ping, pong, close), fragments, frames with
+extension bits or a mask (which the protocol refuses, as it should); its answers (a
+pong, a close) wait in ``data_to_send`` as usual. ``eof`` does the same for the end of
+the stream. The protocol never sees a partial frame, so its own parser stays at a frame
+boundary and its state (open, closing, closed) stays true; a partial frame waits here
+for its end.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Iterator
 from typing import Final
 
 from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import State
 
 __all__ = ["FrameSplitter"]
@@ -38,7 +43,7 @@ _HEAD_END: Final = b"\r\n\r\n"
 class FrameSplitter:
     """Splits what a server sends to one ``ClientProtocol`` (see the module doc)."""
 
-    __slots__ = ("_need", "_pending", "_size", "_ws", "fragmented")
+    __slots__ = ("_need", "_parts", "_pending", "_size", "_ws")
 
     def __init__(self, ws: ClientProtocol) -> None:
         self._ws = ws
@@ -48,11 +53,11 @@ class FrameSplitter:
         self._pending: list[bytes] = []
         self._size = 0
         self._need = 0
-        # Set by the caller while it holds the first parts of a fragmented message:
-        # a text frame then belongs to the protocol (which refuses it: RFC 6455 5.4).
-        self.fragmented = False
+        # The parts of a fragmented message so far: while there are any, a text frame
+        # belongs to the protocol (which refuses it: RFC 6455 5.4).
+        self._parts: list[bytes] = []
 
-    def split(self, data: bytes) -> Iterator[bytes | None]:
+    def split(self, data: bytes) -> Iterator[bytes | Response]:
         if self._pending:
             self._pending.append(data)
             self._size += len(data)
@@ -71,11 +76,11 @@ class FrameSplitter:
                 return
             pos = end + len(_HEAD_END)
             ws.receive_data(buf[:pos])
-            yield None
+            yield from self._events()
         if ws.state is not State.OPEN:  # refused, or closed: the protocol has the rest
             if pos < len(buf):
                 ws.receive_data(buf[pos:])
-                yield None
+                yield from self._events()
             return
         size = len(buf)
         while (frame := _frame_at(buf, pos)) is not None and frame[1] <= size:
@@ -83,17 +88,34 @@ class FrameSplitter:
             if (
                 buf[pos] == _TEXT_FINAL
                 and not masked
-                and not self.fragmented
+                and not self._parts
                 and ws.state is State.OPEN
             ):
                 yield buf[start:end]
             else:
                 ws.receive_data(buf[pos:end])
-                yield None
+                yield from self._events()
             pos = end
         if pos < size:
             rest = buf[pos:]
             self._keep(rest, 0 if frame is None else frame[1] - pos)
+
+    def eof(self) -> Iterator[bytes | Response]:
+        """The end of the stream: what the protocol makes of it (a frame cut short
+        never reached it, so it sees the end at a frame boundary)."""
+        self._ws.receive_eof()
+        yield from self._events()
+
+    def _events(self) -> Iterator[bytes | Response]:
+        for event in self._ws.events_received():
+            if isinstance(event, Response):
+                yield event
+            elif isinstance(event, Frame) and event.opcode in (Opcode.TEXT, Opcode.CONT):
+                self._parts.append(bytes(event.data))
+                if event.fin:
+                    message = b"".join(self._parts)
+                    self._parts = []
+                    yield message
 
     def _keep(self, rest: bytes, need: int) -> None:
         self._pending, self._size, self._need = [rest], len(rest), need
