@@ -102,6 +102,8 @@ class Channel:
         self.cursor = cursor  # the last version delivered to the sinks
         self.known_head = cursor  # the highest version known to be committed
         self.sinks: dict[Sink, None] = {}  # insertion-ordered set
+        # Sinks with ops in flight, and how many: served first (``_deliver``).
+        self.authors: dict[Sink, int] = {}
         self._ring: deque[WireEvent] = deque(maxlen=_RING)
         self._early: dict[int, WireEvent] = {}
         self._gap = asyncio.Event()
@@ -160,6 +162,13 @@ class Channel:
         frame = run[0].frame if len(run) == 1 else events_frame(run)
         self._ring.extend(run)
         sinks = list(self.sinks)  # a sink may leave (close) while we deliver
+        authors = self.authors
+        if authors:
+            # Sessions with ops in flight go first: theirs are likely among this run,
+            # and each is acknowledged as its event goes out (Session.deliver), so an
+            # author's ack does not wait for the frames to every viewer.
+            first = [sink for sink in authors if sink in self.sinks]
+            sinks = first + [sink for sink in sinks if sink not in authors]
         for sink in sinks:
             try:
                 sink(run, frame)
@@ -173,6 +182,14 @@ class Channel:
         committed = _commit_ms(run[-1])
         if committed:
             metrics.ws_fanout_seconds.observe(max(0.0, time.time() - committed / 1000))
+
+    def authoring(self, sink: Sink, delta: int) -> None:
+        """``sink`` has ``delta`` more (or, negative, fewer) ops in flight."""
+        count = self.authors.get(sink, 0) + delta
+        if count > 0:
+            self.authors[sink] = count
+        else:
+            self.authors.pop(sink, None)
 
     def join(self, sink: Sink, v: int) -> bool:
         """Add ``sink``, which has every event up to ``v``. False when the events between
@@ -337,12 +354,20 @@ class Fanout:
         if channel is None:
             return
         channel.sinks.pop(sink, None)
+        channel.authors.pop(sink, None)
         if not channel.sinks:
             del self._channels[doc_id]
             metrics.ws_channels.set(len(self._channels))
             task = asyncio.create_task(channel.stop())
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
+
+    def authoring(self, doc_id: str, sink: Sink, delta: int) -> None:
+        """``sink`` has ``delta`` more (or fewer) ops in flight on ``doc_id``: while it has
+        any, the document's channel serves it before the other sinks."""
+        channel = self._channels.get(doc_id)
+        if channel is not None:
+            channel.authoring(sink, delta)
 
     def expect(self, doc_id: str, v: int) -> None:
         channel = self._channels.get(doc_id)

@@ -194,6 +194,7 @@ class Connection:
                         self._ops = asyncio.Queue()
                         self._submitter = self._spawn(self._submit(self._ops))
                     self._ops.put_nowait(action)  # bounded by the session's in-flight limit
+                    self.fanout.authoring(self.doc_id, self._deliver, 1)
                 else:
                     rate = self.svc.quotas.op_rate
                     reason = (
@@ -377,6 +378,7 @@ class Connection:
             actions = self.session.acked(op.id, ack.v)
         finally:
             done()
+            self.fanout.authoring(self.doc_id, self._deliver, -1)
         self.perform(actions)
 
     # -- hello -------------------------------------------------------------------------

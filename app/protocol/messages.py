@@ -15,7 +15,7 @@ and the fan-out hands that same ``str`` to every socket.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -148,11 +148,18 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], ClientMessage]]] = {
 @dataclass(frozen=True, slots=True)
 class WireEvent:
     """One committed event as sent: ``body`` is the event object without ``type``
-    (``{"v", "op", "actor", "id", "ts"}``), ``frame`` its ``event`` message."""
+    (``{"v", "op", "actor", "id", "ts"}``), ``frame`` its ``event`` message.
+
+    ``actor`` and ``op_id`` are known when the event was encoded here (``encode``: the
+    events this process commits) and None when it was wrapped from a body read
+    elsewhere (``from_body``: a stream entry), which is not parsed for them. A session
+    uses them to acknowledge its own op as the event goes out (``Session.deliver``)."""
 
     v: int
     body: str
     frame: str
+    actor: str | None = field(default=None, compare=False)
+    op_id: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_body(cls, v: int, body: str) -> WireEvent:
@@ -163,7 +170,8 @@ class WireEvent:
 
     @classmethod
     def encode(cls, v: int, op: bytes, actor: str, op_id: str | None, ts: int) -> WireEvent:
-        return cls.from_body(v, encode_event(v, op, actor, op_id, ts))
+        body = encode_event(v, op, actor, op_id, ts)
+        return cls(v, body, '{"type":"event",' + body[1:], actor, op_id)
 
 
 def encode_event(v: int, op: bytes, actor: str, op_id: str | None, ts: int) -> str:

@@ -194,6 +194,11 @@ class Session:
         self._frames = RateLimit(config.frame_rate, config.frame_burst, now)
         self._presence = RateLimit(config.presence_rate, config.presence_burst, now)
         self._parked: list[tuple[int, int, str]] = []  # (v, arrival, op id): a heap
+        # Op ids submitted and not answered yet (copies in flight), and answers already
+        # given by an ack sent with the op's event (``_ack_own``), which the handler's
+        # answer then finds here instead of sending a second one.
+        self._unanswered: dict[str, int] = {}
+        self._acked_early: dict[str, int] = {}
         self._arrivals = 0
         self._announced = False
         self._drain_reason = ""
@@ -273,6 +278,7 @@ class Session:
             reason = f"at most {self.config.max_inflight} ops in flight; retry with the same id"
             return [Send(messages.reject(message.id, ErrorCode.RATE_LIMITED, reason))]
         self.inflight += 1
+        self._unanswered[message.id] = self._unanswered.get(message.id, 0) + 1
         return [Submit(message.id, message.op)]
 
     def hello_timeout(self) -> list[Action]:
@@ -332,6 +338,8 @@ class Session:
             frame = events[0].frame if len(events) == 1 else messages.events(events)
         self.v = events[-1].v
         actions: list[Action] = [Send(frame)]
+        if self._unanswered:
+            self._ack_own(events, actions)
         # An ack parked for an event now delivered may go (guarantee 2: never before).
         while self._parked and self._parked[0][0] <= self.v:
             v, _, op_id = heapq.heappop(self._parked)
@@ -339,6 +347,26 @@ class Session:
         if state is State.DRAINING:
             actions += self._drained()
         return actions
+
+    def _ack_own(self, events: Sequence[WireEvent], actions: list[Action]) -> None:
+        """This connection's own ops among ``events`` are acknowledged right behind them.
+
+        Guarantee 2 lets an ack go as soon as its event has: the event is committed
+        (guarantee 1), and the fan-out serves the sockets with ops in flight first. The
+        handler's own answer would come only after the event went to every other socket
+        of the document (milliseconds with hundreds of viewers); it is swallowed when it
+        comes (``_answered``). Only events encoded in this process carry their actor and
+        op id (``WireEvent``); the others leave the ack to the handler's answer."""
+        user = self.user
+        unanswered = self._unanswered
+        for event in events:
+            op_id = event.op_id
+            if op_id is None or event.actor != user:
+                continue
+            if not _take_one(unanswered, op_id):
+                continue
+            self._acked_early[op_id] = self._acked_early.get(op_id, 0) + 1
+            actions.append(Send(messages.ack(op_id, event.v)))
 
     def relay(self, frame: str) -> list[Action]:
         """A peer's ``presence`` frame, to be sent as it is (built once for every socket)."""
@@ -348,9 +376,11 @@ class Session:
 
     def acked(self, op_id: str, v: int) -> list[Action]:
         """The op ``op_id`` is committed at ``v`` (or was before, for a re-send)."""
-        self._answered("ack an op")
+        early = self._answered("ack an op", op_id)
         if self.state in _ENDED:
             return []
+        if early:
+            return self._drained()
         if v <= self.v:
             return [Send(messages.ack(op_id, v)), *self._drained()]
         # The event at v has not reached this connection yet: the ack waits for it.
@@ -359,17 +389,26 @@ class Session:
         return [AwaitEvent(v)]
 
     def failed(self, op_id: str, code: ErrorCode | str, message: str) -> list[Action]:
-        """The op ``op_id`` was not applied."""
-        self._answered("reject an op")
+        """The op ``op_id`` was not applied (or its outcome is unknown: ``unavailable``).
+        An op already acknowledged with its event was committed: the ack stands."""
+        early = self._answered("reject an op", op_id)
         if self.state in _ENDED:
             return []
+        if early:
+            return self._drained()
         return [Send(messages.reject(op_id, code, message)), *self._drained()]
 
-    def _answered(self, what: str) -> None:
+    def _answered(self, what: str, op_id: str) -> bool:
+        """Count the handler's answer for ``op_id``; True when an ack went with its event
+        already (``_ack_own``): this answer then sends nothing."""
         if self.state in (State.AWAITING_HELLO, State.JOINING):
             raise SessionError(self.state, what)
         assert self.inflight > 0, "an answer for an op that was never submitted"
         self.inflight -= 1
+        if _take_one(self._acked_early, op_id):
+            return True
+        _take_one(self._unanswered, op_id)
+        return False
 
     def drain(self, reason: str) -> list[Action]:
         """The server is going away: answer what is in flight, then close 1001."""
@@ -418,3 +457,15 @@ class Session:
         if target is None:
             raise SessionError(self.state, f"take input {event.name}")
         self.state = target
+
+
+def _take_one(counts: dict[str, int], key: str) -> bool:
+    """Take one from ``counts[key]`` (dropping it at zero); False when it had none."""
+    n = counts.get(key)
+    if not n:
+        return False
+    if n == 1:
+        del counts[key]
+    else:
+        counts[key] = n - 1
+    return True

@@ -9,7 +9,7 @@ stream reader or the healer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -178,6 +178,42 @@ def test_a_joiner_ahead_of_the_channel_makes_it_catch_up() -> None:
     assert ch.join(ahead, 5)
     assert ch.known_head == 5
     assert ch._gap.is_set()
+
+
+def test_sinks_with_ops_in_flight_are_served_first() -> None:
+    ch = channel(1)
+    order: list[str] = []
+
+    def sink(name: str) -> Callable[[Sequence[WireEvent], str], None]:
+        return lambda events, frame: order.append(name)
+
+    viewers = [sink(f"v{i}") for i in range(3)]
+    author = sink("author")
+    for s in (*viewers, author):
+        ch.join(s, 1)
+    ch.offer([ev(2)])
+    assert order == ["v0", "v1", "v2", "author"]
+    ch.authoring(author, 1)
+    ch.authoring(author, 1)
+    ch.authoring(viewers[1], 1)
+    order.clear()
+    ch.offer([ev(3)])
+    assert order == ["author", "v1", "v0", "v2"]  # each once
+    ch.authoring(author, -1)  # one op of two answered: still first
+    ch.authoring(viewers[1], -1)
+    order.clear()
+    ch.offer([ev(4)])
+    assert order == ["author", "v0", "v1", "v2"]
+    ch.authoring(author, -1)
+    order.clear()
+    ch.offer([ev(5)])
+    assert order == ["v0", "v1", "v2", "author"]
+    assert ch.authors == {}
+    # A sink that leaves is forgotten as an author too.
+    ch.fanout._channels["d"] = ch
+    ch.authoring(viewers[0], 1)
+    ch.fanout.leave("d", viewers[0])
+    assert viewers[0] not in ch.authors
 
 
 async def test_stop_ends_the_tasks(gateway: Gateway) -> None:

@@ -160,6 +160,88 @@ def test_ack_for_an_event_already_delivered_goes_at_once() -> None:
     assert shell.sent[-1] == {"type": "ack", "id": "o0", "v": 2}
 
 
+def test_own_op_is_acknowledged_as_its_event_goes_out() -> None:
+    shell = Shell()
+    shell.open(v=3)
+    shell.feed({"type": "op", "id": "o1", "op": {}})
+    # The event comes before the handler's answer (the commit tap runs first): the ack
+    # goes right behind it, never before it (guarantee 2).
+    shell.deliver(event(4), event(5, "alice", "o1"))
+    assert shell.types() == ["events", "ack"]
+    assert shell.sent[-1] == {"type": "ack", "id": "o1", "v": 5}
+    assert shell.session.inflight == 1  # the handler's answer is still to come
+    assert shell.session.acked("o1", 5) == []  # ... and then sends nothing more
+    assert shell.session.inflight == 0
+    assert shell.types() == ["events", "ack"]
+
+
+def test_an_early_ack_stands_against_a_late_unavailable() -> None:
+    # The handler gave up waiting for the commit (``unavailable``: outcome unknown), but
+    # the event came: the op is committed, the ack already sent stays the only answer.
+    shell = Shell()
+    shell.open(v=1)
+    shell.feed({"type": "op", "id": "o1", "op": {}})
+    shell.deliver(event(2, "alice", "o1"))
+    assert shell.session.failed("o1", "unavailable", "the store is slow") == []
+    assert shell.types() == ["event", "ack"]
+    assert shell.session.inflight == 0
+
+
+def test_only_the_sessions_own_ops_are_acknowledged_early() -> None:
+    shell = Shell()
+    shell.open(v=1)
+    shell.feed({"type": "op", "id": "o1", "op": {}})
+    shell.deliver(event(2, "bob", "o1"))  # bob's op with the same id: not ours
+    assert shell.types() == ["event"]
+    # An event wrapped from a stream entry carries no actor or op id: the handler's
+    # answer acknowledges the op.
+    body = event(3, "alice", "o1")
+    shell.deliver(m.WireEvent.from_body(3, body.body))
+    assert shell.types() == ["event", "event"]
+    shell.perform(shell.session.acked("o1", 3))
+    assert shell.sent[-1] == {"type": "ack", "id": "o1", "v": 3}
+    assert shell.session.inflight == 0
+
+
+def test_an_id_sent_twice_in_flight_gets_one_ack_per_copy() -> None:
+    shell = Shell()
+    shell.open(v=1)
+    shell.feed({"type": "op", "id": "o1", "op": {}})
+    shell.feed({"type": "op", "id": "o1", "op": {}})
+    shell.deliver(event(2, "alice", "o1"))
+    assert shell.types() == ["event", "ack"]
+    shell.perform(shell.session.acked("o1", 2))  # the first copy's answer: given already
+    assert shell.types() == ["event", "ack"]
+    shell.perform(shell.session.acked("o1", 2))  # the second copy's (a duplicate)
+    assert shell.types() == ["event", "ack", "ack"]
+    assert shell.sent[-1] == {"type": "ack", "id": "o1", "v": 2}
+    assert shell.session.inflight == 0
+
+
+def test_a_parked_ack_is_not_sent_twice() -> None:
+    shell = Shell()
+    shell.open(v=1)
+    shell.feed({"type": "op", "id": "o1", "op": {}})
+    shell.perform(shell.session.acked("o1", 2))  # answered before its event: parked
+    shell.deliver(event(2, "alice", "o1"))
+    assert shell.types() == ["event", "ack"]
+    shell.deliver(event(3, "alice", "o1"))  # (a later event naming the id again)
+    assert shell.types() == ["event", "ack", "event"]
+
+
+def test_drain_waits_for_the_answer_of_an_op_acknowledged_early() -> None:
+    shell = Shell()
+    shell.open(v=1)
+    shell.feed({"type": "op", "id": "a", "op": {}})
+    shell.perform(shell.session.drain("going away"))
+    shell.deliver(event(2, "alice", "a"))
+    assert shell.types() == ["event", "ack"]
+    assert shell.closes == []  # the handler has not answered yet
+    shell.perform(shell.session.acked("a", 2))
+    assert shell.types() == ["event", "ack"]
+    assert shell.closes == [Close(CloseCode.GOING_AWAY, "going away")]
+
+
 def test_parked_acks_go_in_version_order_with_one_run() -> None:
     shell = Shell()
     shell.open(v=1)
