@@ -103,7 +103,9 @@ async def closed_loop(
     return Result(name, count, time.perf_counter() - started, latencies)
 
 
-async def raw_ceiling(dsn: str, tasks: int, seconds: float) -> Result:
+async def raw_ceiling(dsn: str, tasks: int, seconds: float, rate: float | None = None) -> Result:
+    """Single-row ``INSERT`` + ``COMMIT`` transactions from ``tasks`` connections, back
+    to back, or paced at ``rate`` a second in all (latency from each one's due time)."""
     conns = [await asyncpg.connect(dsn) for _ in range(tasks)]
     await conns[0].execute(
         "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, stream int, "
@@ -119,7 +121,8 @@ async def raw_ceiling(dsn: str, tasks: int, seconds: float) -> Result:
             )
 
     try:
-        return await closed_loop(f"raw INSERT+COMMIT, {tasks} tasks", tasks, seconds, step)
+        name = f"raw INSERT+COMMIT, {tasks} tasks" + (f", {rate:g}/s" if rate else "")
+        return await closed_loop(name, tasks, seconds, step, rate)
     finally:
         await conns[0].execute("DROP TABLE bench_raw")
         for conn in conns:

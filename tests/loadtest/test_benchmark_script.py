@@ -28,6 +28,7 @@ def test_benchmark_quick_run(pg_dsn: str, redis_url: str, tmp_path: Path) -> Non
     assert "| 5,000 idle connections on one gateway process (quick:" in out
     assert "| any scenario | zero lost, duplicated or out-of-order deliveries" in out
     assert "PostgreSQL single-row `INSERT` + `COMMIT`" in out
+    assert "paced at 20 commits/s" in out  # the commit after an idle pause
     assert "Redis `XADD` from 16 tasks" in out
     # the harness's own result was kept under --out, with its correctness check passed
     results = list((tmp_path / "hot-500x20").glob("loadtest-hot-doc-*.json"))
