@@ -375,20 +375,32 @@ def outcome_of(
         ratio = ""
         if ceilings.pg10 is not None:
             ratio = f"{ops / ceilings.pg10.rate:.2f}x 10 raw commits ({ceilings.pg10.rate:,.0f}/s)"
-        last = steps[-1] if steps else {}
+        missed = [s for s in steps if not s["ok"]]
+        low = min(missed, key=lambda s: float(s["rate"])) if missed else {}
         stop = (
             ""
-            if not last or last.get("ok")
+            if not low
             else (
-                f"; stopped at {last['rate']:,.0f} ops/s asked: {last['acked_per_s']:,.0f} acked, "
-                f"ack p99 {fmt_ms(last['ack_p99_ms'])}, "
-                f"delivery p99 {fmt_ms(last['delivery_p99_ms'])}"
-                f"{', errors ' + str(last['errors']) if last['errors'] else ''}"
+                f"; the lowest rate missed, {low['rate']:,.0f} ops/s asked: "
+                f"{low['acked_per_s']:,.0f} acked, ack p99 {fmt_ms(low['ack_p99_ms'])}, "
+                f"delivery p99 {fmt_ms(low['delivery_p99_ms'])}"
+                f"{', errors ' + str(low['errors']) if low['errors'] else ''}"
             )
         )
+
+        def listed(group: list[dict[str, Any]]) -> str:
+            return ", ".join(f"{s['rate']:,.0f}{'' if s['ok'] else ' (no)'}" for s in group)
+
+        grown = [s for s in steps if not s.get("refine")]
+        refined = [s for s in steps if s.get("refine")]
         note = (
             f"{item.key}: correctness {'ok' if correct else 'FAILED'} in every step; steps "
-            + ", ".join(f"{s['rate']:,.0f}{'' if s['ok'] else ' (no)'}" for s in steps)
+            + listed(grown)
+            + (
+                f", then between the last kept and the first missed {listed(refined)}"
+                if refined
+                else ""
+            )
             + f" ops/s, bound p99 {info['bound_ms']:g} ms{stop}"
         )
         return Outcome(item, measured, met, ratio, server, correct, note, html)

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "factor": 1.5,
         "bound_ms": 50.0,
         "steps": 8,
+        "refine": 2,
     },
 }
 
@@ -50,6 +51,8 @@ KNOB_HELP = {
     "factor": "max: each step's rate is the last one's times this",
     "bound_ms": "max: the p99 (ack and delivery) a step must keep",
     "steps": "max: at most this many steps",
+    "refine": "max: then narrow the rate between the last step kept and the first missed "
+    "this many times (0: no)",
 }
 
 
@@ -85,7 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for knob, text in KNOB_HELP.items():
         kind = (
-            int if knob in ("viewers", "editors", "docs", "clients", "elements", "steps") else float
+            int
+            if knob in ("viewers", "editors", "docs", "clients", "elements", "steps", "refine")
+            else float
         )
         parser.add_argument(f"--{knob.replace('_', '-')}", type=kind, help=text)
     parser.add_argument(
@@ -117,7 +122,7 @@ def knobs_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def _validate(args: argparse.Namespace, knobs: dict[str, Any]) -> str | None:
     for knob, value in knobs.items():
-        if value <= 0 and not (knob == "viewers" and value == 0):
+        if value <= 0 and not (knob in ("viewers", "refine") and value == 0):
             return f"--{knob.replace('_', '-')} must be positive"
     if args.scenario == "max" and knobs["factor"] <= 1:
         return "--factor must be above 1"

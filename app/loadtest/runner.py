@@ -28,6 +28,7 @@ from app.loadtest.hist import Histogram
 from app.loadtest.http import Http, HttpError
 from app.loadtest.procstat import Sampler, machine
 from app.loadtest.scenarios import Identities, Setup, build
+from app.loadtest.search import find_max
 
 __all__ = ["Options", "RunFailed", "check", "run"]
 
@@ -403,14 +404,16 @@ def run_once(opts: Options, scenario: str, knobs: dict[str, Any]) -> dict[str, A
 def run_max(opts: Options) -> int:
     """Raise the op rate step by step (many-docs runs of ``--duration`` each, by
     ``--factor``) while every step keeps its acks and deliveries within ``--bound-ms`` at
-    p99, gets at least 95 % of its rate acknowledged, and passes its correctness check."""
+    p99, gets at least 95 % of its rate acknowledged, and passes its correctness check;
+    then narrow the rate between the last step kept and the first missed ``--refine``
+    times (``app.loadtest.search``)."""
     k = opts.knobs
-    rate, writers = float(k["rate"]), k["docs"] * k["editors"]
-    steps: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
+    writers = k["docs"] * k["editors"]
     result: dict[str, Any] = {}
-    for i in range(int(k["steps"])):
-        opts.progress(f"max: step {i + 1}: {rate:,.0f} ops/s over {writers} writers")
+
+    def measure(rate: float, label: str) -> dict[str, Any]:
+        nonlocal result
+        opts.progress(f"max: {label}: {rate:,.0f} ops/s over {writers} writers")
         knobs = {"docs": k["docs"], "editors": k["editors"], "viewers": k["viewers"]}
         result = run_once(opts, "many-docs", {**knobs, "rate": rate / writers})
         s = result["stats"]
@@ -428,12 +431,16 @@ def run_max(opts: Options) -> int:
             and max(step["ack_p99_ms"], step["delivery_p99_ms"]) <= k["bound_ms"]
             and step["acked_per_s"] >= 0.95 * rate
         )
-        steps.append(step)
-        opts.progress(f"max: step {i + 1}: {step}")
-        if not step["ok"]:
-            break
-        best = step
-        rate *= k["factor"]
+        opts.progress(f"max: {label}: {step}")
+        return step
+
+    steps, best = find_max(
+        measure,
+        start=float(k["rate"]),
+        factor=float(k["factor"]),
+        steps=int(k["steps"]),
+        refine=int(k["refine"]),
+    )
     result["scenario"] = "max"
     result["config"]["knobs"] = dict(k)
     result["max"] = {"bound_ms": k["bound_ms"], "steps": steps, "best": best}
