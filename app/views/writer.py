@@ -18,7 +18,7 @@ views are locked, the checkpoints compared and set (first: a lost claim then cos
 no view writes, and the row locks it takes serialize two writers of the same shard),
 then one statement per view and one ``pg_notify`` naming the batch's documents
 (``{"docs": [...]}``; ``''``, "everyone", when the list is too long for a
-notification).
+notification; none for a batch that only moves checkpoints).
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ async def apply_batch(
             )
             await _compare_and_set(conn, claims, to_position, ordered)
             await _write_rows(conn, docs, ordered)
-            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, notify_payload(docs))
+            if docs:  # a batch that only moves checkpoints changes no view row
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, notify_payload(docs))
     except _LostClaim:
         return False
     return True

@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Iterable
+from collections import defaultdict
+from collections.abc import Container, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ from app.store.pool import COMMAND_TIMEOUT, SERVER_SETTINGS
 from app.store.ports import StoredEvent
 from app.views.project import DocRows
 from app.views.schema import View
+from app.views.shards import shard_of
 from app.views.writer import Claim, ClaimGroup, apply_batch, events_to_apply, group_claims
 from app.workers.balance import preference, share, to_release
 from app.workers.cache import DocumentCache
@@ -68,7 +70,9 @@ class WorkerConfig:
     decoded (LRU). ``lease_interval``: seconds between lease checks (a dead worker's
     shards are taken over within about that). ``poll_interval``: the follower's
     fallback poll when no notification comes. ``linger``: seconds to wait after catching
-    up before the next read (``LogFollower``'s linger)."""
+    up before the next read (``LogFollower``'s linger). ``flush_interval``: at most how
+    long (and at most ``lease_interval``) a checkpoint read past by batches without
+    events of its shard waits to be written."""
 
     dsn: str
     worker_id: str
@@ -78,6 +82,7 @@ class WorkerConfig:
     poll_interval: float = 1.0
     max_backoff: float = 2.0
     linger: float = 0.0
+    flush_interval: float = 1.0
 
 
 class _Restart(Exception):
@@ -94,7 +99,14 @@ class Worker:
         self._leases = ShardLeases(config.dsn, config.worker_id)
         self._cache = DocumentCache(config.cache_docs)
         self._order: list[int] = []
-        self._running: dict[Key, Claim] = {}  # checkpoints this worker moves
+        self._running: dict[Key, Claim] = {}  # checkpoints this worker moves, as stored
+        # Where this worker has read past a running checkpoint without writing it: no
+        # event of the shard lies between the stored position and this one, so moving
+        # the row can wait for the tick (``_flush_checkpoints``) or for the next batch
+        # that touches the shard. A batch then writes the rows of the shards it has
+        # events for, not all views x shards of them.
+        self._through: dict[Key, int] = {}
+        self._unflushed = asyncio.Event()  # _through has entries: _flush_loop is due
         self._paused: dict[Key, Claim] = {}  # held, dead-lettered: waiting for an operator
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()  # claims changed: the follow loop looks again
@@ -162,16 +174,17 @@ class Worker:
     async def _session(self) -> None:
         follow = asyncio.create_task(self._follow_loop(), name="worker-follow")
         tick = asyncio.create_task(self._tick_loop(), name="worker-tick")
+        flush = asyncio.create_task(self._flush_loop(), name="worker-flush")
         try:
-            done, _ = await asyncio.wait({follow, tick}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({follow, tick, flush}, return_when=asyncio.FIRST_COMPLETED)
             if self._stopping.is_set() and follow not in done:
                 # Let the batch in hand commit; the follower was closed by stop().
                 await asyncio.wait({follow}, timeout=10 * self._config.lease_interval + 5)
         finally:
             await self._close_follower()
-            for task in (follow, tick):
+            for task in (follow, tick, flush):
                 task.cancel()
-            results = await asyncio.gather(follow, tick, return_exceptions=True)
+            results = await asyncio.gather(follow, tick, flush, return_exceptions=True)
         if follow.cancelled() or isinstance(results[0], asyncio.CancelledError):
             await self._drop_writer()  # a batch may have been cut mid-transaction
         for result in results:
@@ -188,6 +201,7 @@ class Worker:
             log.info("worker released its shards", worker=self.worker_id, shards=len(dict(held)))
         self._running.clear()
         self._paused.clear()
+        self._through.clear()
         metrics.worker_shards_owned.set(0)
         self._clear_lag(self._lag_labels)
 
@@ -200,7 +214,7 @@ class Worker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            start = min(claim.position for claim in self._running.values())
+            start = min(self._at(key, claim) for key, claim in self._running.items())
             follower = LogFollower(
                 self._config.dsn,
                 after=start,
@@ -245,8 +259,9 @@ class Worker:
         # Only checkpoints the batch continues: one taken (or adopted) behind the
         # follower's cursor would jump over the events between it and this batch. It
         # waits for the follower to read again from it (below, and _restart_follower).
-        live = {k: c for k, c in self._running.items() if before <= c.position < to_position}
-        behind = any(c.position < before for c in self._running.values())
+        at = {k: self._at(k, c) for k, c in self._running.items()}
+        live = {k: c for k, c in self._running.items() if before <= at[k] < to_position}
+        behind = any(position < before for position in at.values())
         if not live:
             if behind:
                 raise _Restart
@@ -281,12 +296,16 @@ class Worker:
         per_doc = events_to_apply(batch, group.claims, shards)
         folded = await fold_batch(conn, per_doc, self._cache, shards)
         healthy = {s: c for s, c in group.claims.items() if s not in folded.failures}
+        # Only the shards this batch has events for move their rows now; the others
+        # are read past in memory (``_through``) and written by the tick.
+        touched = {shard_of(doc_id, shards) for doc_id in per_doc}
+        written = {s: c for s, c in healthy.items() if s in touched}
         ok = await apply_batch(
-            conn, claims=healthy, to_position=to_position, docs=folded.rows, views=group.views
+            conn, claims=written, to_position=to_position, docs=folded.rows, views=group.views
         )
         if not ok:
             await self._claims_refused()
-        self._advance(group.views, healthy, to_position)
+        self._advance(group.views, healthy, to_position, written)
         applied = sum(len(per_doc[doc_id]) for doc_id in folded.rows)
         for shard, failure in folded.failures.items():
             prefix = folded.prefix.get(shard, {})
@@ -323,6 +342,7 @@ class Worker:
             await self._claims_refused()
         for name in group.views:
             self._running.pop((name, shard), None)
+            self._through.pop((name, shard), None)
             self._paused[(name, shard)] = claim
             metrics.worker_dead_letters_total.labels(view=name, shard=str(shard)).inc()
         log.error(
@@ -335,10 +355,72 @@ class Worker:
             error=failure.error,
         )
 
-    def _advance(self, views: Iterable[View], claims: dict[int, Claim], to_position: int) -> None:
+    def _advance(
+        self,
+        views: Iterable[View],
+        claims: dict[int, Claim],
+        to_position: int,
+        written: Container[int],
+    ) -> None:
+        """``claims`` are read up to ``to_position``; those of ``written`` are stored."""
         for name in views:
             for shard, claim in claims.items():
-                self._running[(name, shard)] = Claim(to_position, claim.fencing)
+                key = (name, shard)
+                if shard in written:
+                    self._running[key] = Claim(to_position, claim.fencing)
+                    self._through.pop(key, None)
+                else:
+                    self._through[key] = to_position
+                    self._unflushed.set()
+
+    def _at(self, key: Key, claim: Claim) -> int:
+        """How far this worker has read for ``key``: its stored checkpoint or beyond."""
+        return self._through.get(key, claim.position)
+
+    async def _flush_loop(self) -> None:
+        """Store what was read past without a write at most ``flush_interval`` later."""
+        interval = min(self._config.lease_interval, self._config.flush_interval)
+        while True:
+            await self._unflushed.wait()
+            await self._pause(interval)
+            async with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._unflushed.clear()
+                await self._flush_checkpoints()
+
+    async def _flush_checkpoints(self) -> None:
+        """Store the checkpoints read past without a write (``_through``): a checkpoint
+        that no batch touched stays at most a flush interval behind in its row, so a
+        worker taking the shard over reads little again, and the rows say where the
+        views are."""
+        targets: dict[int, dict[Key, Claim]] = defaultdict(dict)
+        for key, position in self._through.items():
+            claim = self._running.get(key)
+            if claim is not None and position > claim.position:
+                targets[position][key] = claim
+        self._through.clear()
+        if not targets:
+            return
+        try:
+            conn = await self._connection()
+            for position, rows in sorted(targets.items()):
+                for group in group_claims(rows):
+                    if not await apply_batch(
+                        conn, claims=group.claims, to_position=position, docs={}, views=group.views
+                    ):
+                        # Someone else holds a row now: _check_rows sorts it out.
+                        metrics.worker_cas_failures_total.inc()
+                        log.warning("checkpoint flush refused", worker=self.worker_id)
+                        await self._check_rows()
+                        return
+                    self._advance(group.views, group.claims, position, group.claims)
+        except _DB_ERRORS as exc:
+            # Nothing is lost: the rows stay where they were, and the follower reads
+            # again from them if it must.
+            log.warning("checkpoint flush failed", error=str(exc) or type(exc).__name__)
+            await self._drop_writer()
+            self._restart_follower()
 
     async def _claims_refused(self) -> None:
         """The compare-and-set refused a batch: read what the checkpoints hold now,
@@ -393,7 +475,7 @@ class Worker:
         follower = self._follower
         if follower is None or not self._running:
             return
-        if min(c.position for c in self._running.values()) < follower.position:
+        if min(self._at(k, c) for k, c in self._running.items()) < follower.position:
             self._background(follower.close())
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -441,6 +523,7 @@ class Worker:
             )
             if other.pop(key, None) is not None or target.get(key) != row.claim:
                 changed = True
+                self._through.pop(key, None)  # the row is the truth now
             target[key] = row.claim
         for shard in lost:
             log.warning("shard taken over by another worker; dropping it", shard=shard)
@@ -506,7 +589,7 @@ class Worker:
         return row.running and row.epoch == self._leases.epoch
 
     def _forget(self, shard: int) -> None:
-        for table in (self._running, self._paused):
+        for table in (self._running, self._paused, self._through):
             for key in [k for k in table if k[1] == shard]:
                 del table[key]
         self._clear_lag({key for key in self._lag_labels if key[1] == shard})
@@ -517,13 +600,14 @@ class Worker:
         claims = {**self._running, **self._paused}
         if not claims:
             return
+        at = {key: self._at(key, claim) for key, claim in claims.items()}
         head = await self._leases.head()
-        firsts = {claim.position + 1 for claim in claims.values() if claim.position < head}
+        firsts = {position + 1 for position in at.values() if position < head}
         stamps = await self._leases.first_ts(sorted(firsts)) if firsts else {}
         now_ms = time.time() * 1000
-        for (name, shard), claim in claims.items():
-            behind = max(0, head - claim.position)
-            stamp = stamps.get(claim.position + 1)
+        for (name, shard), position in at.items():
+            behind = max(0, head - position)
+            stamp = stamps.get(position + 1)
             age = 0.0 if behind == 0 or stamp is None else max(0.0, (now_ms - stamp) / 1000)
             metrics.worker_lag_events.labels(view=name, shard=str(shard)).set(behind)
             metrics.worker_lag_seconds.labels(view=name, shard=str(shard)).set(age)

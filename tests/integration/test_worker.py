@@ -182,3 +182,77 @@ async def test_a_restored_store_stops_the_worker_until_a_rebuild(
         await wait_caught_up(conn, 10)
         assert again.applied > 0
         assert await assert_views_exact(conn) == 2
+
+
+async def test_a_batch_moves_only_the_checkpoints_of_the_shards_it_has_events_for(
+    handler: CommandHandler, conn: asyncpg.Connection, pg_clean: str
+) -> None:
+    shards = int(await conn.fetchval("SELECT shards FROM read.meta"))
+    doc = DOCS[0]
+    touched = shard_of(doc, shards)
+    await create_docs(handler, [doc])
+    # Lease and flush intervals longer than the batches below: what the rows of the
+    # other shards hold meanwhile is what the batches wrote to them.
+    config = fast_config(pg_clean, "lazy", lease_interval=3.0, flush_interval=3.0)
+    async with RunningWorker(config) as worker:
+        await wait_until(lambda: len(worker.shards) == 16, what="all shards taken")
+        await workload(handler, [doc], 30, seed=5, writers=1)
+        head = await conn.fetchval("SELECT last_position FROM log_head")
+
+        async def touched_at_head() -> bool:
+            rows = await conn.fetch(
+                "SELECT position FROM read.checkpoints WHERE shard = $1", touched
+            )
+            return len(rows) == len(VIEWS) and all(r["position"] == head for r in rows)
+
+        await wait_until(touched_at_head, what="the document's shard at the head")
+        others = await conn.fetchval(
+            "SELECT max(position) FROM read.checkpoints WHERE shard <> $1", touched
+        )
+        assert others < head, "a batch wrote the rows of shards it had no event for"
+        # Within a flush interval the worker stores where it has read them to.
+        await wait_caught_up(conn, 15)
+        assert await assert_views_exact(conn) == 1
+        # A worker that takes the shards over from the rows as stored applies nothing
+        # twice, stored late or not: the same views after more ops on every shard.
+    await workload(handler, DOCS, 40, seed=6)
+    await create_docs(handler, DOCS[1:])
+    async with RunningWorker(fast_config(pg_clean, "next")) as worker:
+        await wait_until(lambda: len(worker.shards) == 16, what="all shards taken")
+        await workload(handler, DOCS, 60, seed=7)
+        await wait_caught_up(conn, 15)
+        assert await assert_views_exact(conn) == len(DOCS)
+
+
+async def test_a_worker_that_dies_with_checkpoints_unwritten_loses_nothing(
+    handler: CommandHandler, conn: asyncpg.Connection, pg_clean: str
+) -> None:
+    await create_docs(handler, DOCS)
+    config = fast_config(pg_clean, "doomed", lease_interval=3.0, flush_interval=60.0)
+    worker = Worker(config)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: len(worker.shards) == 16, what="all shards taken")
+        await wait_caught_up(conn, 15)  # the first flush: every row at the head
+        shards = int(await conn.fetchval("SELECT shards FROM read.meta"))
+        before = worker.applied
+        accepted = await workload(handler, [DOCS[0]], 20, seed=8, writers=1)
+        head = await conn.fetchval("SELECT last_position FROM log_head")
+        await wait_until(lambda: worker.applied >= before + accepted, what="the ops applied")
+        lagging = await conn.fetchval(
+            "SELECT count(*) FROM read.checkpoints WHERE position < $1", head
+        )
+        assert lagging == len(VIEWS) * (shards - 1)
+        # Gone without a word: its connections cut, its task cancelled.
+        await conn.fetchval(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'atelier-worker% doomed') AS t"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    async with RunningWorker(fast_config(pg_clean, "heir")) as heir:
+        await wait_until(lambda: len(heir.shards) == 16, what="all shards taken")
+        await workload(handler, DOCS, 60, seed=9)
+        await wait_caught_up(conn, 15)
+        assert await assert_views_exact(conn) == len(DOCS)
