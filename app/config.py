@@ -90,10 +90,10 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "reads that many at once; idle, each commit is a batch)",
     ),
     "WORKER_LINGER_MS": (
-        "0",
+        "10",
         "milliseconds a read worker waits after catching up with the log before its next "
         "read, so that the commits of that time share one transaction (adds up to that "
-        "much to the views' lag; 0: a transaction per commit when idle)",
+        "much to the views' lag; 0: a transaction per commit)",
     ),
     "WORKER_CACHE_DOCS": (
         "2000",
