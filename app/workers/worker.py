@@ -102,8 +102,8 @@ class Worker:
         self._running: dict[Key, Claim] = {}  # checkpoints this worker moves, as stored
         # Where this worker has read past a running checkpoint without writing it: no
         # event of the shard lies between the stored position and this one, so moving
-        # the row can wait for the tick (``_flush_checkpoints``) or for the next batch
-        # that touches the shard. A batch then writes the rows of the shards it has
+        # the row can wait for the flush loop (``_flush_checkpoints``) or for the next
+        # batch that touches the shard. A batch then writes the rows of the shards it has
         # events for, not all views x shards of them.
         self._through: dict[Key, int] = {}
         self._unflushed = asyncio.Event()  # _through has entries: _flush_loop is due
@@ -297,7 +297,7 @@ class Worker:
         folded = await fold_batch(conn, per_doc, self._cache, shards)
         healthy = {s: c for s, c in group.claims.items() if s not in folded.failures}
         # Only the shards this batch has events for move their rows now; the others
-        # are read past in memory (``_through``) and written by the tick.
+        # are read past in memory (``_through``) and written by the flush loop.
         touched = {shard_of(doc_id, shards) for doc_id in per_doc}
         written = {s: c for s, c in healthy.items() if s in touched}
         ok = await apply_batch(
