@@ -1,20 +1,22 @@
 """The read worker: own shards, follow the log, fold, write, one transaction a batch.
 
     connect lease ─▶ ┌ tick (every lease interval): check rows, balance, sample lag ┐
-                     └ follow: LogFollower ─▶ fold per document ─▶ apply_batch ─────┘
-                                     ▲ restarted from the lowest checkpoint when a
-                                     └ shard is taken whose checkpoint is behind it
+                     ├ follow: LogFollower ─▶ fold per document ─▶ apply_batch ─────┤
+                     │               ▲ restarted from the lowest checkpoint when a  │
+                     │               └ shard is taken whose checkpoint is behind it │
+                     └ flush (at most a second after a batch): checkpoints read past┘
 
-Two tasks share the worker's state under one lock (``_lock``): the follow loop holds
-it for a batch, the tick for its lease work, so a shard is never given up or taken
+Three tasks share the worker's state under one lock (``_lock``): the follow loop holds
+it for a batch, the tick for its lease work, the flush for writing the checkpoints that
+batches read past without events of their shard, so a shard is never given up or taken
 in the middle of a batch, and the lease connection and the writer never touch the
 same checkpoint rows at once.
 
 Why one follower for every owned shard: the log is read once whatever the number of
-shards, and one ``apply_batch`` writes the batch of every shard, so a batch costs a
-fixed number of round trips. Under load the follower reads up to ``batch`` events at
-once (it reads on without sleeping while more are waiting), so batches grow with
-the load and the cost per event falls.
+shards, and one ``apply_batch`` writes the batch of every shard (and the checkpoints of
+the shards it has events for), so a batch costs a fixed number of round trips. Under
+load the follower reads up to ``batch`` events at once (it reads on without sleeping
+while more are waiting), so batches grow with the load and the cost per event falls.
 
 Connections: the lease connection (locks, balance, lag), the follower's (LISTEN and
 reads) and the writer's (the batch transactions). None comes from a pool.
