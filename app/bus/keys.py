@@ -7,6 +7,9 @@ tells the whole story::
     {prefix}presence:{<doc_id>} pub/sub: a document's presence (app/gateway/presence.py)
     {prefix}members:{<doc_id>}  pub/sub: a document's membership changes (a role set
                                 or a member removed; app/gateway/members.py)
+    {prefix}gateway:<token>:wake:<n>  a stream of one entry that wakes a gateway
+                                process's n-th blocked stream read when a document
+                                joins it (app/gateway/streams.py); deleted at exit
     {prefix}relay:{relay}:position  the last global position the relay published (decimal)
     {prefix}relay:{relay}:epoch     the store epoch of that position (decimal)
     {prefix}relay:{relay}:store     the store id of that position (uuid text)
@@ -69,6 +72,12 @@ class Keys:
         ``{prefix}members:{<doc_id>}``."""
         _check_tag_free("a document id", doc_id)
         return f"{self.prefix}members:{{{doc_id}}}"
+
+    def gateway_wake(self, token: str, n: int) -> str:
+        """The wake stream of a gateway process's ``n``-th stream reader:
+        ``{prefix}gateway:<token>:wake:<n>`` (``token`` unique per process)."""
+        _check_tag_free("a gateway token", token)
+        return f"{self.prefix}gateway:{token}:wake:{n}"
 
     def doc_id_of(self, key: str | bytes) -> str:
         """The document id of a stream key made by ``doc_stream`` (inverse)."""

@@ -10,8 +10,9 @@ sources, in whatever order they come:
                  returns (``loop.call_soon``), before the acks are answered
                  (``CommitTap``); the events of one document in one group commit
                  are one run, so one frame per socket
-    Redis        ONE reader task per channel (never per client): XREAD BLOCK on the
-                 document's stream, which the relay fills from PostgreSQL
+    Redis        the document's stream, which the relay fills from PostgreSQL, read
+                 by the process's stream readers (never per client): one XREAD BLOCK
+                 names the streams of up to 128 channels (app/gateway/streams.py)
     PostgreSQL   the healer task: when a version is known to be committed (a later
                  event arrived, a session joined ahead, an ack is waiting) and has not
                  come within ``gap_grace`` seconds, it is read with ``read_stream``
@@ -41,6 +42,7 @@ from typing import Any, Final, Protocol
 import orjson
 import structlog
 
+from app.gateway.streams import StreamReader
 from app.observability import metrics
 from app.protocol import WireEvent
 from app.protocol.messages import events as events_frame
@@ -59,7 +61,9 @@ Sink = Callable[[Sequence[WireEvent], str], None]
 _RING: Final = 1024  # recent events a channel keeps for sessions that join behind it
 _EARLY_MAX: Final = 10_000  # events held while a gap before them is being filled
 _FILL_PAGE: Final = 500
-_READ_COUNT: Final = 500
+# Streams one shared reader names in its XREAD: each read re-arms them all on the Redis
+# server, so a gateway following thousands of documents spreads them over a few reads.
+_STREAMS_PER_READ: Final = 128
 _BACKOFF_MIN: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
 _STOP_WAIT: Final = 0.5
@@ -109,25 +113,19 @@ class Channel:
         self._gap = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
-        self._epoch = 0
+        self.reader: StreamReader | None = None
 
     def start(self) -> None:
-        name = f"fanout:{self.doc_id}"
-        self._tasks = [
-            asyncio.create_task(self._read_redis(), name=f"{name}:redis"),
-            asyncio.create_task(self._heal(), name=f"{name}:heal"),
-        ]
+        self.reader = self.fanout.reader_for(self)
+        self._tasks = [asyncio.create_task(self._heal(), name=f"fanout:{self.doc_id}:heal")]
 
     async def stop(self) -> None:
         self._stopped = True
+        if self.reader is not None:
+            await self.fanout.release(self.reader, self)
         for task in self._tasks:
             task.cancel()
-        # redis-py can swallow a cancellation that lands in the middle of a command; the
-        # reader then stops at its next turn (at most one XREAD block later) by the flag.
-        # That turn is waited for: the Redis client is closed after the channels, and a
-        # reader still in a command would reconnect it (a cluster client would reload
-        # its slot map) and leave those connections open.
-        await asyncio.wait(self._tasks, timeout=self.fanout.block_ms / 1000 + _STOP_WAIT)
+        await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
 
     # -- delivery (synchronous: no await between taking an event and handing it on) --
 
@@ -205,73 +203,7 @@ class Channel:
         self.sinks[sink] = None
         return True
 
-    # -- sources ---------------------------------------------------------------------
-
-    async def _read_redis(self) -> None:
-        """The one stream reader of this document in this process."""
-        redis = self.fanout.redis
-        key = self.fanout.stream_key(self.doc_id)
-        last_id: bytes | str | None = None
-        backoff = _BACKOFF_MIN
-        while not self._stopped:
-            try:
-                if last_id is None:
-                    # Entries of another epoch belong to another history of the store
-                    # (DESIGN.md, "Global order"): never delivered.
-                    self._epoch = await self.fanout.store.epoch()
-                    last_id = await self._start_id(key)
-                reply: Any = await redis.xread(
-                    {key: last_id}, count=_READ_COUNT, block=self.fanout.block_ms
-                )
-                if backoff > _BACKOFF_MIN:
-                    log.info("fanout redis read resumed", doc=self.doc_id)
-                backoff = _BACKOFF_MIN
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._stopped:
-                    return
-                metrics.redis_errors_total.labels(where="fanout").inc()
-                log.warning("fanout redis read failed", doc=self.doc_id, error=repr(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            for _key, entries in reply or ():
-                batch = []
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    event = self._from_entry(fields)
-                    if event is None:
-                        log.warning(
-                            "fanout: stream entry skipped (malformed, or of another epoch)",
-                            doc=self.doc_id,
-                            id=entry_id,
-                        )
-                        continue
-                    batch.append(event)
-                self.offer(batch)
-
-    async def _start_id(self, key: str) -> bytes | str:
-        """Read from the stream's current top: what is older is in every session's
-        welcome or comes from PostgreSQL (the top's version tells the healer)."""
-        top: Any = await self.fanout.redis.xrevrange(key, "+", "-", count=1)
-        if not top:
-            return "0-0"
-        entry_id, fields = top[0]
-        event = self._from_entry(fields)
-        if event is not None:
-            self.expect(event.v)
-        return entry_id  # type: ignore[no-any-return]
-
-    def _from_entry(self, fields: Any) -> WireEvent | None:
-        """The event of a stream entry (app/bus/entry.py); None if malformed or of
-        another epoch."""
-        try:
-            if int(fields.get(b"epoch", self._epoch)) != self._epoch:
-                return None
-            return WireEvent.from_body(int(fields[b"v"]), fields[b"e"].decode())
-        except (KeyError, ValueError, TypeError, AttributeError):
-            return None
+    # -- sources (Redis: the process's stream reader, app/gateway/streams.py) ---------
 
     async def _heal(self) -> None:
         """Fill what is known to be committed and has not come, from PostgreSQL."""
@@ -325,12 +257,19 @@ class Fanout:
         *,
         gap_grace: float = 0.05,
         block_ms: int = 2000,
+        wake_key: Callable[[int], str] | None = None,
+        streams_per_read: int = _STREAMS_PER_READ,
     ) -> None:
         self.store = store
         self.redis = redis  # redis.asyncio.Redis; untyped here (its stubs are partial)
         self.stream_key = stream_key
         self.gap_grace = gap_grace
         self.block_ms = block_ms
+        # With wake streams, channels share readers of up to ``streams_per_read``
+        # streams each (a single Redis server); without, each has its own (a cluster).
+        self.wake_key = wake_key
+        self.streams_per_read = streams_per_read
+        self._readers: list[StreamReader] = []
         self._channels: dict[str, Channel] = {}
         self.live: set[Live] = set()
         self._empty = asyncio.Event()
@@ -348,6 +287,40 @@ class Fanout:
             channel.start()
             metrics.ws_channels.set(len(self._channels))
         return channel.join(sink, v)
+
+    def reader_for(self, channel: Channel) -> StreamReader:
+        """Follow ``channel``'s stream: on a shared reader with room, or a new one."""
+        key = self.stream_key(channel.doc_id)
+        if self.wake_key is None:
+            reader = StreamReader(
+                self.redis,
+                self.store,
+                block_ms=self.block_ms,
+                wake_key=None,
+                name=f"fanout:{channel.doc_id}:redis",
+            )
+        else:
+            room = [r for r in self._readers if r.following < self.streams_per_read]
+            if room:
+                reader = min(room, key=lambda r: r.following)
+            else:
+                reader = StreamReader(
+                    self.redis,
+                    self.store,
+                    block_ms=self.block_ms,
+                    wake_key=self.wake_key(len(self._readers)),
+                    name=f"fanout:streams:{len(self._readers)}",
+                )
+                self._readers.append(reader)
+        reader.add(key, channel)
+        return reader
+
+    async def release(self, reader: StreamReader, channel: Channel) -> None:
+        """``channel`` stopped: stop following its stream (a reader of its own closes)."""
+        if reader in self._readers:
+            reader.remove(self.stream_key(channel.doc_id))
+        else:
+            await reader.close()
 
     def leave(self, doc_id: str, sink: Sink) -> None:
         channel = self._channels.get(doc_id)
@@ -418,6 +391,8 @@ class Fanout:
         metrics.ws_channels.set(0)
         stopping = [channel.stop() for channel in channels]
         await asyncio.gather(*stopping, *self._stopping, return_exceptions=True)
+        readers, self._readers = self._readers, []
+        await asyncio.gather(*(r.close() for r in readers), return_exceptions=True)
 
 
 class CommitTap(PostgresStore):

@@ -13,16 +13,18 @@ reach them through ``services(request)``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, cast
 
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from app.bus import Keys, Redis, create_redis
+from app.bus import Keys, Redis, create_redis, is_cluster
 from app.command import CommandHandler
 from app.config import Settings
 from app.gateway.fanout import CommitTap, Fanout
@@ -97,7 +99,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         # commits before its ack is answered (PROTOCOL.md 4, guarantee 2).
         store = CommitTap(pool)
         keys = Keys(settings.redis_prefix)
-        fanout = Fanout(store, client, keys.doc_stream)
+        # One XREAD for many documents' streams on a single Redis server; a cluster
+        # refuses keys of several slots in one command (app/gateway/streams.py).
+        token = uuid.uuid4().hex
+        fanout = Fanout(
+            store,
+            client,
+            keys.doc_stream,
+            wake_key=None if is_cluster(client) else partial(keys.gateway_wake, token),
+        )
         store.listener = fanout.committed
         presence = PresenceHub(
             client,

@@ -44,7 +44,7 @@ process has its own registry, so each process is its own scrape target. Names ca
                                    read_after answered from PostgreSQL: gap (Redis did
                                    not hold the range) or redis_error
     ws_connections                 websocket connections open in this process
-    ws_channels                    documents this process fans out (one stream reader each)
+    ws_channels                    documents this process fans out (and reads the streams of)
     ws_joins_total                 websocket sessions welcomed and joined to their document
     ws_closes_total{code}          websocket closes the server asked for, by close code
     ws_deliveries_total            event frames handed to sockets (one per socket per run)
@@ -280,7 +280,7 @@ ws_connections: Final = Gauge(
 )
 ws_channels: Final = Gauge(
     "atelier_ws_channels",
-    "Documents this process fans out to local websockets (one stream reader each).",
+    "Documents this process fans out to local websockets (and reads the streams of).",
     registry=REGISTRY,
 )
 ws_joins_total: Final = Counter(
