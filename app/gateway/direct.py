@@ -1,4 +1,5 @@
-"""Frames straight to the socket: a websocket frame built once, written by every session.
+"""Frames straight to and from the socket: a websocket frame built once, written by every
+session; messages handed to the session as they are parsed.
 
 ASGI hides the socket: every ``send_text`` goes through Starlette and uvicorn's
 ``send``, which waits on an event, encodes the same string again for each connection,
@@ -14,16 +15,29 @@ high-water mark (uvicorn's ``writable`` is clear: the peer does not read fast en
 the connection is closing or gone; the shell then queues the frame on its bounded send
 queue and writes it once ``wait_writable`` returns (app/gateway/ws.py). Under another
 server the extension is absent and the shell sends through ASGI as before.
+
+Reads, once the session has joined (``read_directly``): each message the websockets
+parser completes is handed to the shell's callback in ``data_received``, synchronously.
+Through ASGI every message took uvicorn's queue, a task wake-up, a fresh await chain
+(``WebSocket.receive`` → ``asgi_receive`` → ``Queue.get``, alive until the next
+message: young objects the gateway's GC walked) and a ``pause_reading`` /
+``resume_reading`` pair. The disconnect still comes through ASGI (the shell's reader
+keeps waiting for it, and only for it). A client that floods is bounded by the
+session's limits (in-flight ops, op and presence rates), as before.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final, Protocol, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["EXTENSION", "DirectWebSocketProtocol", "DirectWrite", "frame_of", "text_frame"]
+__all__ = ["EXTENSION", "DirectSocket", "DirectWebSocketProtocol", "frame_of", "text_frame"]
+
+# The shell's callback for a whole message: ``str`` for text, ``bytes`` for binary.
+OnMessage = Callable[[str | bytes], None]
 
 EXTENSION: Final = "atelier.direct"
 
@@ -60,11 +74,13 @@ def frame_of(text: str) -> bytes:
     return _last_frame
 
 
-class DirectWrite(Protocol):
+class DirectSocket(Protocol):
     """What the shell sees of the connection (``scope["extensions"][EXTENSION]``)."""
 
     @property
     def closed(self) -> bool: ...
+
+    def read_directly(self, on_message: OnMessage) -> bool: ...
 
     def write_frame(self, frame: bytes) -> bool: ...
 
@@ -74,7 +90,7 @@ class DirectWrite(Protocol):
 
 
 class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets sans-I/O protocol, offering itself as ``DirectWrite``.
+    """uvicorn's websockets sans-I/O protocol, offering itself as ``DirectSocket``.
 
     The frames written here bypass ``self.conn`` (websockets' ``ServerProtocol``), which
     keeps no state about data frames it sends; the close still goes through ASGI (and
@@ -114,6 +130,38 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         transport.write(frame)
         return True
+
+    on_message: OnMessage | None = None
+
+    def read_directly(self, on_message: OnMessage) -> bool:
+        """From now on, hand every message to ``on_message`` instead of the ASGI queue.
+        False (nothing changed) while messages wait in that queue: the shell takes them
+        first, in order, and asks again."""
+        if not self.queue.empty():
+            return False
+        self.on_message = on_message
+        return True
+
+    def send_receive_event_to_app(self) -> None:
+        on_message = self.on_message
+        if on_message is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past our close: dropped, as uvicorn does
+        if self.curr_msg_data_type != "text":
+            on_message(bytes(data))
+            return
+        try:
+            text = bytes(data).decode()
+        except UnicodeDecodeError:
+            self.logger.info("Invalid UTF-8 sequence received from client.")
+            self.conn.send_close(1007)
+            self.handle_parser_exception()
+            return
+        on_message(text)
 
     def buffered(self) -> int:
         """Bytes written and not yet taken by the kernel."""

@@ -5,7 +5,9 @@ Each connection runs its tasks in one ``asyncio.TaskGroup``, all but the reader 
 when needed (a viewer that keeps up runs the reader alone):
 
     reader     frames in → ``Session.receive``; a hello is checked here (token, role,
-               welcome) before the next frame is read
+               welcome) before the next frame is read. Once joined, the frames come
+               straight from the parser (``_received``, app/gateway/direct.py) and the
+               reader waits for the disconnect alone
     writer     started by the first frame that must wait (the socket does not take it
                now) or the first close: the bounded send queue → the socket, in order;
                a full queue closes the connection 4408 (never wait on the slowest
@@ -50,7 +52,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.config import Settings
 from app.domain import Role, WriteModel, evolve, state_to_json, valid_id
 from app.errors import AppError, Unauthenticated
-from app.gateway.direct import EXTENSION, DirectWrite, frame_of
+from app.gateway.direct import EXTENSION, DirectSocket, frame_of
 from app.gateway.fanout import Fanout, wire
 from app.gateway.services import Services, services
 from app.observability import metrics
@@ -123,7 +125,7 @@ class Connection:
         self.frames: deque[str] = deque()
         self.close_with: Close | None = None
         extensions = ws.scope.get("extensions") or {}
-        self.direct: DirectWrite | None = extensions.get(EXTENSION)
+        self.direct: DirectSocket | None = extensions.get(EXTENSION)
         self._group: asyncio.TaskGroup | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -299,6 +301,8 @@ class Connection:
     # -- tasks -------------------------------------------------------------------------
 
     async def _read(self) -> None:
+        direct = self.direct
+        reads_directly = False
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -315,6 +319,20 @@ class Connection:
                     self.log.warning("websocket hello failed", code=exc.code, error=exc.message)
                     reason = "the server cannot serve this document now; reconnect with since"
                     self.perform(self.session.close(CloseCode.INTERNAL, reason))
+            if direct is not None and self._joined and not reads_directly:
+                # Joined: the next messages come straight from the parser (_received);
+                # this task waits for the disconnect alone.
+                reads_directly = direct.read_directly(self._received)
+
+    def _received(self, frame: str | bytes) -> None:
+        """A message from the socket, as it is parsed (app/gateway/direct.py): after the
+        hello, nothing the session asks for needs an await."""
+        try:
+            self.perform(self.session.receive(frame, now=self.loop.time()))
+        except Exception:
+            # Our fault: as in ``run``, logged, and the client gets 1011.
+            self.log.error("websocket fault", exc_info=True)
+            self.perform(self.session.close(CloseCode.INTERNAL, "internal error"))
 
     async def _write(self, wake: asyncio.Event) -> None:
         frames = self.frames

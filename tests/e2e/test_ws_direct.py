@@ -1,5 +1,7 @@
 """Frames written straight to the transport (app/gateway/direct.py): a slow reader still
-closes 4408 and the sockets that read keep up with the author's own."""
+closes 4408 and the sockets that read keep up with the author's own. Messages read
+straight from the parser once joined: none lost or reordered at the switch, and a close
+from the client still ends the session."""
 
 from __future__ import annotations
 
@@ -9,10 +11,19 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from app.gateway.direct import DirectWebSocketProtocol
 from tests.e2e.test_ws import stroke_op
-from tests.e2e.ws_client import Client, closes_4408, make_doc, open_ws, slow_close_code
+from tests.e2e.ws_client import (
+    Client,
+    close_code,
+    closes_4408,
+    make_doc,
+    open_ws,
+    rename,
+    slow_close_code,
+)
 
 VIEWERS = 5
 OPS = 60
@@ -104,3 +115,53 @@ async def test_a_slow_reader_is_closed_4408_and_the_readers_keep_up_with_the_aut
         assert lags[len(lags) // 2] < 0.25, lags
     await author.send({"type": "ping", "t": 1})
     assert (await author.until("pong"))[-1] == {"type": "pong", "t": 1}
+
+
+async def test_after_the_join_messages_come_straight_from_the_parser_in_order(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = await make_gateway(WS_USER_CONNECTIONS="1")
+    paths: Counter[str] = Counter()
+    handed = DirectWebSocketProtocol.send_receive_event_to_app
+
+    def counted(self: DirectWebSocketProtocol) -> None:
+        paths["direct" if self.on_message is not None else "asgi"] += 1
+        handed(self)
+
+    monkeypatch.setattr(DirectWebSocketProtocol, "send_receive_event_to_app", counted)
+    doc = await make_doc(gateway)
+    client = await open_ws(gateway, doc)
+    # Ops right behind the hello, before the welcome: they wait in ASGI's queue while
+    # the hello is checked, and are taken from there, before any read straight.
+    await client.send({"type": "hello", "token": gateway.token("alice")})
+    for i in range(20):
+        await client.op(f"a{i}", rename(f"A{i}"))
+    # Then more, each sent once the one before it is acknowledged: after the join.
+    got = [m for m in await client.until("welcome") if m["type"] == "ack"]
+    while len(got) < 20:
+        got += [m for m in await client.until("ack") if m["type"] == "ack"]
+    for i in range(20):
+        await client.op(f"b{i}", rename(f"B{i}"))
+        got.append((await client.until("ack"))[-1])
+    assert [a["id"] for a in got] == [f"a{i}" for i in range(20)] + [f"b{i}" for i in range(20)]
+    assert [a["v"] for a in got] == list(range(2, 42))
+    assert paths["direct"] >= 20 and paths["asgi"] >= 1
+    # A frame the session refuses still gets its error, read straight.
+    await client.send(b"binary")
+    error = await client.recv()
+    assert (error["type"], error["code"]) == ("error", "bad_message")
+    # The client's close still reaches the session through ASGI: the session ends and
+    # its user (one connection at most) may connect again.
+    await client.ws.close()
+    deadline = time.monotonic() + 10
+    while True:
+        again = await open_ws(gateway, doc)
+        await again.send({"type": "hello", "token": gateway.token("alice")})
+        try:
+            if (await again.recv())["type"] == "welcome":
+                break
+        except ConnectionClosed:
+            pass
+        assert await close_code(again) == 4429  # too many connections: not yet
+        assert time.monotonic() < deadline, "the closed session still counts"
+        await asyncio.sleep(0.1)
