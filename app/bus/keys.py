@@ -9,7 +9,8 @@ tells the whole story::
                                 or a member removed; app/gateway/members.py)
     {prefix}gateway:<token>:wake:<n>  a stream of one entry that wakes a gateway
                                 process's n-th blocked stream read when a document
-                                joins it (app/gateway/streams.py); deleted at exit
+                                joins it (app/gateway/streams.py); deleted at exit,
+                                expires a day after its last wake
     {prefix}relay:{relay}:position  the last global position the relay published (decimal)
     {prefix}relay:{relay}:epoch     the store epoch of that position (decimal)
     {prefix}relay:{relay}:store     the store id of that position (uuid text)

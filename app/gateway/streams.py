@@ -13,7 +13,9 @@ by an entry on its own wake stream (``Keys.gateway_wake``), which every ``XREAD`
 too, read from the last wake entry seen: an entry added at any moment is seen, by the
 blocked read or by the next (no race between building the command and the ``XADD``).
 One wake is sent per blocked read at most. The wake stream keeps one entry and is
-deleted when the reader closes.
+deleted when the reader closes (and expires a day after its last wake, should the
+process die without closing: the stream comes back with the next wake, and the read's
+last seen id is still below the new entry's).
 
 A Redis Cluster refuses one ``XREAD`` over keys of different slots, so there each
 channel has a reader of its own, with no wake stream (its one key is known from the
@@ -45,6 +47,7 @@ _READ_COUNT: Final = 500  # entries per stream per read
 _BACKOFF_MIN: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
 _STOP_WAIT: Final = 0.5
+_WAKE_TTL: Final = 86_400  # seconds a wake stream outlives its last wake
 
 
 class Follower(Protocol):
@@ -324,7 +327,11 @@ class StreamReader:
         the reader is closing."""
         try:
             async with asyncio.timeout(within):
-                await self.redis.xadd(self.wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xadd(self.wake_key, {b"w": b"1"}, maxlen=1, approximate=False)
+                # A process that dies without closing leaves the stream for this long.
+                pipe.expire(self.wake_key, _WAKE_TTL)
+                await pipe.execute()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis failing: the read fails too and starts over

@@ -116,6 +116,7 @@ async def test_one_read_serves_many_streams_and_wakes_for_a_new_one(
         await wait_until(lambda: late.got == [7], within=5, what="the late stream read")
         assert time.monotonic() - started < BLOCK_MS / 1000 / 2
         assert await client.xlen(wake) == 1  # capped at one entry
+        assert 0 < await client.ttl(wake) <= 86_400  # and left to expire, should we die
         assert await blocked_reads(client, name) == 1
     finally:
         started = time.monotonic()
