@@ -12,10 +12,11 @@ when needed (a viewer that keeps up runs the reader alone):
                now) or the first close: the bounded send queue → the socket, in order;
                a full queue closes the connection 4408 (never wait on the slowest
                socket: STYLE.md finding 3, habit 14); then the close frame
-    submitter  started by the first op: ops → the command handler in the order they
-               came, the next one once the previous one is decided (queued for its
-               commit), so a client's ops are decided in its own order and chain into
-               one transaction; each op's ``ack`` / ``reject`` back from a task of its own
+    answers    one task per op: the op → the command handler, its ``ack`` /
+               ``reject`` back. Ops go to the handler in the order they came, the next
+               one once the previous one is decided (queued for its commit: ``_submit``,
+               no task waits in between), so a client's ops are decided in its own order
+               and chain into one transaction
 
 Two timers (``loop.call_later``, no task): the hello deadline (4401), and once a close
 was asked for, the time the close may take before the connection is dropped.
@@ -129,9 +130,9 @@ class Connection:
         self._group: asyncio.TaskGroup | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._submitter: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None  # the writer's, once it runs
-        self._ops: asyncio.Queue[Submit] | None = None  # the submitter's, once it runs
+        self._waiting: deque[Submit] = deque()  # ops behind the one being decided
+        self._deciding = False
         self._timer: asyncio.TimerHandle | None = None
         self._joined = False
         self._member = False
@@ -192,11 +193,11 @@ class Connection:
                 self._enqueue(action.frame)
             elif isinstance(action, Submit):
                 if self.svc.quotas.take_op(self.session.user, self.loop.time()):
-                    if self._ops is None:
-                        self._ops = asyncio.Queue()
-                        self._submitter = self._spawn(self._submit(self._ops))
-                    self._ops.put_nowait(action)  # bounded by the session's in-flight limit
                     self.fanout.authoring(self.doc_id, self._deliver, 1)
+                    if self._deciding:
+                        self._waiting.append(action)  # bounded by the in-flight limit
+                    else:
+                        self._submit(action)
                 else:
                     rate = self.svc.quotas.op_rate
                     reason = (
@@ -272,7 +273,7 @@ class Connection:
     def _drop(self) -> None:
         """The close took too long: end the connection's tasks (the group then ends)."""
         self._timer = None
-        for task in (self._reader, self._writer, self._submitter):
+        for task in (self._reader, self._writer):
             if task is not None:
                 task.cancel()
 
@@ -286,7 +287,7 @@ class Connection:
             reason = "you were removed from this document"
             self.perform(self.session.close(CloseCode.FORBIDDEN, reason))
             return
-        self.role = cast(Role, role)  # the next op the submitter takes uses it
+        self.role = cast(Role, role)  # the next op submitted uses it
         self.session.role = role
         self.log.info("websocket role changed", role=role)
 
@@ -360,26 +361,33 @@ class Connection:
         except WebSocketDisconnect:
             raise _Stop from None
 
-    async def _submit(self, ops: asyncio.Queue[Submit]) -> None:
-        """Hand the ops to the command handler in the order they came, the next one once
-        the previous one is decided (queued for its commit, or answered): a client's ops
-        are decided in its own order, and those that arrive during a commit chain into
-        the next transaction instead of waiting one commit each. Their answers can then
-        come in a burst: at most the session's in-flight limit (``WS_OP_BURST``, 100),
-        well under the send queue's 1024 frames by default."""
-        while True:
-            op = await ops.get()
-            decided: asyncio.Future[None] = self.loop.create_future()
-            if self._spawn(self._answer(op, decided)) is None:
-                return  # the connection is going away
-            await decided
+    def _submit(self, op: Submit) -> None:
+        """Hand ``op`` to the command handler (a task answers it), and the ops behind it
+        one by one, each once the one before is decided (queued for its commit, or
+        answered): a client's ops are decided in its own order, and those that arrive
+        during a commit chain into the next transaction instead of waiting one commit
+        each. Their answers can then come in a burst: at most the session's in-flight
+        limit (``WS_OP_BURST``, 100), well under the send queue's 1024 frames by
+        default. No task waits in between: an op goes to the handler in the loop turn
+        after the one it arrived in."""
+        self._deciding = True
+        if self._spawn(self._answer(op)) is None:
+            self._waiting.clear()  # the connection is going away: nothing more is sent
 
-    async def _answer(self, op: Submit, decided: asyncio.Future[None]) -> None:
+    def _decided(self) -> None:
+        self._deciding = False
+        if self._waiting:
+            self._submit(self._waiting.popleft())
+
+    async def _answer(self, op: Submit) -> None:
         """One op through the handler; its ``ack`` or ``reject`` back."""
+        decided = False
 
         def done() -> None:
-            if not decided.done():
-                decided.set_result(None)
+            nonlocal decided
+            if not decided:
+                decided = True
+                self._decided()
 
         try:
             ack = await self.svc.handler.submit(
