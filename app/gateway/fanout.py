@@ -318,7 +318,9 @@ class Fanout:
     async def release(self, reader: StreamReader, channel: Channel) -> None:
         """``channel`` stopped: stop following its stream (a reader of its own closes)."""
         if reader in self._readers:
-            reader.remove(self.stream_key(channel.doc_id))
+            # Not the stream of a channel that took the document since (a join right
+            # after the last leave): only this channel's follow.
+            reader.remove(self.stream_key(channel.doc_id), channel)
         else:
             await reader.close()
 

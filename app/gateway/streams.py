@@ -147,9 +147,13 @@ class StreamReader:
             self._woken = self._reading.gen
             self._spawn(self._wake())
 
-    def remove(self, key: str) -> None:
-        """Stop following ``key``; entries of a read already in flight are dropped."""
-        self._follow.pop(key.encode(), None)
+    def remove(self, key: str, follower: Follower) -> None:
+        """Stop following ``key`` for ``follower`` (not for another follower that took
+        the key since); entries of a read already in flight are dropped."""
+        raw = key.encode()
+        followed = self._follow.get(raw)
+        if followed is not None and followed.follower is follower:
+            del self._follow[raw]
 
     async def close(self) -> None:
         self._stopped = True

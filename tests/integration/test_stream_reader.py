@@ -151,7 +151,9 @@ async def test_streams_start_at_their_top_and_skip_foreign_entries(
 
         # A stream no longer followed is not offered; followed again, it starts afresh
         # at its top.
-        reader.remove(key)
+        reader.remove(key, Follower("d"))  # another follower's: nothing changes
+        assert reader.following == 3
+        reader.remove(key, follower)
         await add(client, key, 7)
         await add(client, keys.doc_stream("o"), 2)
         await wait_until(lambda: other.got == [1, 2], within=5)
@@ -199,6 +201,17 @@ async def test_the_fanout_spreads_channels_over_shared_readers(
         await wait_until(lambda: readers[0].following == 3, within=5)
         assert fanout.join("d10", lambda events, frame: None, 0)
         assert [r.following for r in readers] == [3, 4, 3]  # the emptiest with room
+
+        # A document left and joined again before the old channel stopped: the old
+        # channel's stop does not take the new one's stream away.
+        fanout.leave("d1", sinks["d1"])
+        assert fanout.join("d1", sinks["d1"], 1)
+        await asyncio.sleep(0.1)  # the old channel's stop runs
+        reader = fanout.channel("d1").reader  # type: ignore[union-attr]
+        assert reader is not None
+        await until_started(reader, keys.doc_stream("d1"))
+        await add(client, keys.doc_stream("d1"), 2)
+        await wait_until(lambda: got["d1"] == [1, 2], within=5, what="d1 read again")
     finally:
         await fanout.close()
     for n in range(3):
