@@ -30,7 +30,13 @@ from app.views.schema import VIEWS, View
 __all__ = ["run"]
 
 # A rebuild reads for as long as the fold takes; its statements are long by nature.
-_SETTINGS: Final = {"application_name": "atelier-rebuild", "statement_timeout": "0"}
+_SETTINGS: Final = {
+    "application_name": "atelier-rebuild",
+    "statement_timeout": "0",
+    # It reads whole tables: the server's planner settings, not the servers' (pool.py).
+    "enable_seqscan": None,
+    "jit": None,
+}
 
 
 class _Counted:

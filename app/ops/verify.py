@@ -29,6 +29,9 @@ _SETTINGS: Final = {
     "application_name": "atelier-verify",
     "statement_timeout": "0",
     "idle_in_transaction_session_timeout": "600s",
+    # It reads whole tables: the server's planner settings, not the servers' (pool.py).
+    "enable_seqscan": None,
+    "jit": None,
 }
 
 

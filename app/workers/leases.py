@@ -120,7 +120,13 @@ class ShardLeases:
             self._dsn,
             timeout=self._timeout,
             command_timeout=self._timeout,
-            server_settings={"application_name": self._application_name},
+            # Its reads are by key and by position (the lag's probe): through the
+            # indexes, whatever the statistics said when a plan was made (pool.py).
+            server_settings={
+                "application_name": self._application_name,
+                "enable_seqscan": "off",
+                "jit": "off",
+            },
         )
         try:
             self.shards = int(await conn.fetchval("SELECT shards FROM read.meta"))

@@ -113,10 +113,13 @@ async def wait_for_lock_waiters(conn: asyncpg.Connection, count: int) -> None:
         await asyncio.sleep(0.01)
 
 
-async def fill_log(conn: asyncpg.Connection, events: int, docs: int) -> None:
+async def fill_log(
+    conn: asyncpg.Connection, events: int, docs: int, *, analyze: bool = True
+) -> None:
     """A consistent store of ``events`` events round-robin over ``docs`` documents
     (``doc-0`` ...), written in one transaction without the append path (log head,
-    documents' versions and last positions set), then analyzed. Also what
+    documents' versions and last positions set), then analyzed (unless ``analyze`` is
+    False: scripts/bench_plans.py keeps the statistics of the empty store). Also what
     scripts/bench_follow.py reads."""
     op = orjson.dumps({"kind": "element.update", "element": "e1", "set": {"x": 1}})
     async with conn.transaction():
@@ -140,4 +143,5 @@ async def fill_log(conn: asyncpg.Connection, events: int, docs: int) -> None:
             "       GROUP BY doc_id) AS e WHERE e.doc_id = d.id"
         )
         await conn.execute("UPDATE log_head SET last_position = $1", events)
-    await conn.execute("ANALYZE events, documents")
+    if analyze:
+        await conn.execute("ANALYZE events, documents")

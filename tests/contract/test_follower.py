@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from app.store.follow import READ, SESSION, EpochChanged, LogFollower, LogGapError
-from app.store.migrate import ensure_database, migrate
+from app.store.follow import READ, EpochChanged, LogFollower, LogGapError
 from app.store.ports import StoredEvent
 from app.store.postgres import PostgresStore
 from tests.contract.helpers import create_doc, request
@@ -170,38 +169,6 @@ async def test_its_read_keeps_one_generic_plan(store: PostgresStore, pg_dsn: str
         )
     assert len(rows) == 1, rows
     assert rows[0]["custom_plans"] == 0 and rows[0]["generic_plans"] >= 12, dict(rows[0])
-
-
-async def test_its_plan_made_on_a_new_store_reads_the_index_as_the_log_grows(
-    scratch_dsn: Callable[[], str],
-) -> None:
-    """The generic plan is made at a session's first read, from the statistics of that
-    moment, and kept. On a new store the log is analyzed empty, and the cheapest plan of
-    an empty log is a Sort over sequential scans: kept, it would read the whole log on
-    every read as the log grows (autovacuum, off or behind, never replans it). The
-    follower's session settings leave the position indexes as the only way to read."""
-    dsn = scratch_dsn()
-    await ensure_database(dsn)
-    await migrate(dsn)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    # A session as the follower opens it (its statement is prepared by asyncpg, unnamed
-    # to SQL; this one is named, in the same plan cache under the same settings).
-    conn = await asyncpg.connect(dsn, server_settings=SESSION)
-    try:
-        store = PostgresStore(pool)
-        await pool.execute("ANALYZE events")  # the statistics say: empty
-        await conn.execute(f"PREPARE probe(bigint, bigint) AS {READ}")
-        assert await conn.fetch("EXECUTE probe(0, 500)") == []  # planned now
-        await create_doc(store, "d1")
-        for v in range(1, 300, 50):
-            await store.append([request("d1", v + k) for k in range(50)])
-        assert len(await conn.fetch("EXECUTE probe(0, 500)")) == 301
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN EXECUTE probe(300, 500)"))
-    finally:
-        await conn.close()
-        await pool.close()
-    assert "Seq Scan" not in plan, plan
-    assert plan.count("Index Scan using events_p") == 16, plan
 
 
 async def test_with_a_linger_the_commits_of_the_pause_come_as_one_batch(
