@@ -32,6 +32,7 @@ import asyncpg
 from app.errors import Unavailable
 from app.store._errors import is_unavailable
 from app.store._rows import EVENT_COLUMNS, to_event
+from app.store.pool import INDEX_READS
 from app.store.ports import StoredEvent
 
 __all__ = ["CHANNEL", "READ", "SESSION", "EpochChanged", "LogFollower", "LogGapError"]
@@ -61,17 +62,11 @@ _META: Final = (
 # analyzes it empty), so the cheapest plan then is a Sort over sequential scans of the
 # partitions; kept, that plan reads the whole log on every read as it grows (2.4 ms at
 # 20,000 events of one document, against 0.29 ms; with autovacuum off or behind, for
-# good). ``enable_seqscan = off`` leaves the position indexes as the only way to read
-# the log, whatever the statistics said when the plan was made (docs/benchmarks.md,
-# "The followers' plan on a new store"), as ``atelier_append`` does for its own plans.
-# ``jit = off`` with it: a scan with no index to take (the one-row tables of the
-# follower's check of the store) still runs, priced at PostgreSQL's "disabled" cost,
-# which is over every JIT threshold; compiled, that 0.2 ms query took 140-200 ms.
-SESSION: Final = {
-    "plan_cache_mode": "force_generic_plan",
-    "enable_seqscan": "off",
-    "jit": "off",
-}
+# good). ``INDEX_READS`` (app/store/pool.py: sequential scans off, and JIT with them)
+# leaves the position indexes as the only way to read the log, whatever the statistics
+# said when the plan was made (docs/benchmarks.md, "The followers' plan on a new
+# store"), as ``atelier_append`` does for its own plans.
+SESSION: Final = {"plan_cache_mode": "force_generic_plan", **INDEX_READS}
 
 log = logging.getLogger(__name__)
 

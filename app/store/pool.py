@@ -39,15 +39,17 @@ import orjson
 
 from app.store._errors import translate_errors
 
-__all__ = ["COMMAND_TIMEOUT", "SERVER_SETTINGS", "create_pool"]
+__all__ = ["COMMAND_TIMEOUT", "INDEX_READS", "SERVER_SETTINGS", "create_pool"]
 
+# The planner settings of every session of the servers (this pool, the log followers,
+# the workers' lease connection): read through the indexes, never JIT (above).
+INDEX_READS: Final[dict[str, str]] = {"enable_seqscan": "off", "jit": "off"}
 SERVER_SETTINGS: Final[dict[str, str]] = {
     "application_name": "atelier",
     "lock_timeout": "5s",
     "statement_timeout": "15s",
     "idle_in_transaction_session_timeout": "30s",
-    "enable_seqscan": "off",
-    "jit": "off",
+    **INDEX_READS,
 }
 COMMAND_TIMEOUT: Final = 20.0  # seconds; above statement_timeout, so the server speaks first
 

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import asyncpg
 
+from app.store.pool import INDEX_READS
 from app.views.schema import View
 from app.views.writer import Claim
 
@@ -122,11 +123,7 @@ class ShardLeases:
             command_timeout=self._timeout,
             # Its reads are by key and by position (the lag's probe): through the
             # indexes, whatever the statistics said when a plan was made (pool.py).
-            server_settings={
-                "application_name": self._application_name,
-                "enable_seqscan": "off",
-                "jit": "off",
-            },
+            server_settings={"application_name": self._application_name, **INDEX_READS},
         )
         try:
             self.shards = int(await conn.fetchval("SELECT shards FROM read.meta"))
