@@ -80,6 +80,14 @@ VARIABLES: Final[dict[str, tuple[str | None, str]]] = {
         "86400",
         "seconds a document's Redis stream lives after its last event (0: no expiry)",
     ),
+    "RELAY_LINGER_MS": (
+        "5",
+        "milliseconds the relay waits after catching up with the log before its next read, "
+        "so that the commits of that time go to Redis in one round trip; adds up to that "
+        "much to delivery through Redis (to the sessions of other gateway processes: the "
+        "process that commits an op delivers it to its own sessions at once; 0: a round "
+        "trip per commit)",
+    ),
     "RELAY_REPUBLISH_WINDOW": (
         "10000",
         "events the relay publishes again when Redis lost its progress or the epoch changed",
@@ -264,6 +272,7 @@ class Settings:
     relay_stream_maxlen: int
     relay_stream_ttl: int
     relay_republish_window: int
+    relay_linger_ms: int
     worker_batch: int
     worker_linger_ms: int
     worker_cache_docs: int
@@ -360,6 +369,7 @@ class Settings:
             relay_stream_maxlen=_int(env, "RELAY_STREAM_MAXLEN", minimum=1),
             relay_stream_ttl=_int(env, "RELAY_STREAM_TTL"),
             relay_republish_window=_int(env, "RELAY_REPUBLISH_WINDOW"),
+            relay_linger_ms=_int(env, "RELAY_LINGER_MS"),
             worker_batch=_int(env, "WORKER_BATCH", minimum=1),
             worker_linger_ms=_int(env, "WORKER_LINGER_MS"),
             worker_cache_docs=_int(env, "WORKER_CACHE_DOCS"),

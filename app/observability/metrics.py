@@ -26,6 +26,7 @@ process has its own registry, so each process is its own scrape target. Names ca
     relay_lag_seconds              age of the last published event while the relay is
                                    behind the head; 0 when caught up
     relay_published_total          entries added to Redis streams
+    relay_batch_events             events per publish (one Redis round trip)
     relay_already_published_total  XADDs refused as at or below the stream's top
                                    (a republish after a crash or loss: not an error)
     relay_republishes_total{reason}
@@ -101,6 +102,7 @@ __all__ = [
     "rebuild_loaded_rows_total",
     "redis_errors_total",
     "relay_already_published_total",
+    "relay_batch_events",
     "relay_lag_events",
     "relay_lag_seconds",
     "relay_lease_held",
@@ -230,6 +232,12 @@ relay_lag_seconds: Final = Gauge(
 relay_published_total: Final = Counter(
     "atelier_relay_published",
     "Entries the relay added to Redis streams.",
+    registry=REGISTRY,
+)
+relay_batch_events: Final = Histogram(
+    "atelier_relay_batch_events",
+    "Events per relay publish (one pipelined Redis round trip).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
     registry=REGISTRY,
 )
 relay_already_published_total: Final = Counter(

@@ -34,6 +34,7 @@ def config_from(settings: Settings) -> RelayConfig:
         maxlen=settings.relay_stream_maxlen,
         ttl=settings.relay_stream_ttl,
         window=settings.relay_republish_window,
+        linger=settings.relay_linger_ms / 1000,
     )
 
 

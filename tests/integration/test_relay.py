@@ -7,6 +7,9 @@ empty store (``pg_clean``).
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import orjson
 
 from app.bus import Keys, Redis, read_progress, to_entry
@@ -124,6 +127,7 @@ async def test_metrics_follow_the_relay(
     store: PostgresStore, pg_clean: str, redis: Redis, redis_prefix: str
 ) -> None:
     published = metrics.relay_published_total._value.get()
+    batches = _batch_count()
     relay = Relay(fast_config(pg_clean, redis_prefix), redis)
     async with Writer(store) as writer, RunningRelay(relay) as running:
         await writer.documents("d1")
@@ -134,12 +138,14 @@ async def test_metrics_follow_the_relay(
         await wait_until(lambda: metrics.relay_lag_events._value.get() == 0)
         assert metrics.relay_lag_seconds._value.get() == 0
     assert metrics.relay_published_total._value.get() == published + 10
+    assert _batch_count() == batches + relay.batches
     assert metrics.relay_lease_held._value.get() == 0
     body = metrics.render()[0].decode()
     for name in (
         "atelier_relay_lag_events",
         "atelier_relay_lag_seconds",
         "atelier_relay_published_total",
+        "atelier_relay_batch_events_count",
         "atelier_relay_republishes_total",
         "atelier_relay_redis_errors_total",
     ):
@@ -162,3 +168,42 @@ async def test_streams_are_trimmed_and_expire(
     assert 0 < await redis.ttl(keys.doc_stream("d1")) <= 300
     kept = (await stream_contents(redis, keys))["d1"]
     assert [e.v for e in kept] == list(range(301 - length, 301))
+
+
+def _batch_count() -> float:
+    """How many publishes ``atelier_relay_batch_events`` has observed in this process."""
+    for family in metrics.relay_batch_events.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                return sample.value
+    raise AssertionError("atelier_relay_batch_events has no _count sample")
+
+
+async def test_a_lingering_relay_reads_at_once_after_a_pause_then_batches(
+    store: PostgresStore, pg_clean: str, redis: Redis, redis_prefix: str
+) -> None:
+    # RELAY_LINGER_MS: after a batch that caught up, the follower waits before reading
+    # again, so the commits of that time go to Redis in one round trip; a commit after a
+    # quiet spell is read at once, never held for the linger.
+    keys = Keys(redis_prefix)
+    linger = 0.4
+    relay = Relay(fast_config(pg_clean, redis_prefix, linger=linger), redis)
+    async with Writer(store) as writer, RunningRelay(relay) as running:
+        await writer.documents("d1")
+        await running.caught_up(store)
+        await asyncio.sleep(linger * 1.5)  # a quiet spell: the linger is over
+
+        started = time.monotonic()
+        await writer.edit("d1")
+        await running.caught_up(store)
+        assert time.monotonic() - started < linger / 2, "a lone commit waited for the linger"
+
+        await asyncio.sleep(linger * 1.5)
+        before = relay.batches
+        for _ in range(20):  # 20 commits, one after the other, inside one linger
+            await writer.edit("d1")
+        await running.caught_up(store)
+        # The first commit at once, the rest after the linger: 2 round trips (3 if the
+        # host is slow enough that the 20 commits outlast the linger), not 20.
+        assert relay.batches - before <= 3, relay.batches - before
+        assert await assert_published_exactly(redis, keys, store) == writer.acked == 23
