@@ -5,7 +5,8 @@ Starts, on a throwaway database of the configured PostgreSQL server (migrated wi
 ``app.store.migrate``) and a fresh Redis key prefix, the server pieces as deployed, each
 its own process: ``python -m app serve`` (one gateway), ``relay``, one ``worker`` and the
 ``snapshotter``, with the per-connection op limits raised (``WS_OP_RATE`` and friends, see
-``RAISED_LIMITS``) so that the ``max`` steps are not cut by ``rate_limited``. Then it runs
+``RAISED_LIMITS``) so that the ``max`` steps are not cut by ``rate_limited``, and the relay
+lingering 5 ms as suits one gateway (``ONE_GATEWAY``). Then it runs
 every scenario of the set as ``python -m app loadtest ...`` in a subprocess with
 ``--server-pids`` (the four pids: their CPU and RSS are sampled), and reads each run's
 JSON result back.
@@ -88,6 +89,10 @@ RAISED_LIMITS = {
     "WS_USER_OP_RATE": "100000",
     "WS_USER_OP_BURST": "100000",
 }
+# One gateway: its sessions get its commits from the commit tap, so the relay's linger
+# costs them nothing and saves the relay and Redis CPU (docs/benchmarks.md, "The relay's
+# linger"; the README's setting).
+ONE_GATEWAY = {"RELAY_LINGER_MS": "5"}
 
 
 def say(line: str) -> None:
@@ -591,6 +596,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         "SNAPSHOTTER_METRICS_PORT": "off",
         "WORKER_METRICS_PORT": "off",
         **RAISED_LIMITS,
+        **ONE_GATEWAY,
     }
     machine = fanout.machine()
     say(f"machine: {machine}; load average {os.getloadavg()[0]:.2f}")

@@ -36,7 +36,7 @@ OTHER_VALUES: dict[str, tuple[str, str, object]] = {
     "RELAY_STREAM_MAXLEN": ("50", "relay_stream_maxlen", 50),
     "RELAY_STREAM_TTL": ("0", "relay_stream_ttl", 0),
     "RELAY_REPUBLISH_WINDOW": ("500", "relay_republish_window", 500),
-    "RELAY_LINGER_MS": ("0", "relay_linger_ms", 0),
+    "RELAY_LINGER_MS": ("5", "relay_linger_ms", 5),
     "WORKER_BATCH": ("500", "worker_batch", 500),
     "WORKER_LINGER_MS": ("25", "worker_linger_ms", 25),
     "WORKER_CACHE_DOCS": ("0", "worker_cache_docs", 0),
