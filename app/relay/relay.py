@@ -107,7 +107,6 @@ class Relay:
         self._head = 0
         self._follower: LogFollower | None = None
         self.published = 0  # entries this relay added (tests, diagnostics)
-        self.batches = 0  # publishes (Redis round trips) it made
         self.republishes = 0  # times it started again from the window
         self.started_from = 0  # the position the last prepare chose
 
@@ -277,7 +276,6 @@ class Relay:
         self._position = self._expected = last.position
         self._last_ts = last.ts
         self.published += result.published
-        self.batches += 1
         metrics.relay_published_total.inc(result.published)
         metrics.relay_batch_events.observe(len(batch))
         if result.already:
