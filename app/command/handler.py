@@ -33,7 +33,7 @@ from app.domain import (
     parse_op,
     valid_id,
 )
-from app.errors import AppError, Invalid, NotFound, Unavailable
+from app.errors import AppError, Forbidden, Invalid, NotFound, Unavailable
 from app.observability import metrics
 from app.store.ports import AppendRequest, AppendResult, EventStore, NewEvent, StoredEvent
 
@@ -203,14 +203,21 @@ class CommandHandler:
             try:
                 decision = decide(model, op, actor, role)
             except AppError as exc:
-                return await self._rejected(state, key, exc)
+                if await self._rejection_stands(state, model, exc):
+                    return await self._rejected(state, key, exc)
+                if model is state.committed:
+                    continue  # the head was dropped: decide again on the newer state
+                break  # decided on ops still in flight: decide under the lock
             result = await self._append(state, model, decision, actor, op_id, decided)
             if result.status != "conflict":
                 return self._answer(state, key, result)
             metrics.version_conflicts_total.inc()
-        # Lost the race several times: another writer keeps moving the document on.
-        # Decide under the document's lock, where no one can overtake (no starvation).
-        return await self._decide_exclusively(state, key, lambda m: decide(m, op, actor, role))
+        # Lost the race several times (another writer keeps moving the document on), or
+        # rejected on a state with ops still in flight: decide under the document's
+        # lock, where no one can overtake (no starvation) and the state cannot move.
+        return await self._decide_exclusively(
+            state, actor, op_id, lambda m: decide(m, op, actor, role)
+        )
 
     def _answer(self, state: DocState, key: OpKey, result: AppendResult) -> Ack:
         if result.status == "ok":
@@ -223,9 +230,15 @@ class CommandHandler:
         raise Unavailable("the document is too busy right now; retry with the same id")
 
     async def _decide_exclusively(
-        self, state: DocState, key: OpKey, decide_on: Callable[[WriteModel], Decision]
+        self,
+        state: DocState,
+        actor: str,
+        op_id: str | None,
+        decide_on: Callable[[WriteModel], Decision],
     ) -> Ack:
-        actor, op_id = key
+        """Decide and append under the document's lock; ``op_id`` None for a restore,
+        which has no client op id (nothing goes to the ledger)."""
+        key: OpKey = (actor, op_id or "")
         await self._models.head(state)
         base = state.committed
         assert base is not None, "a loaded document has a committed model"
@@ -254,6 +267,31 @@ class CommandHandler:
             if op_id is not None:
                 state.remember(key, result.v)
         return self._answer(state, key, result)
+
+    async def _rejection_stands(self, state: DocState, model: WriteModel, exc: AppError) -> bool:
+        """Whether ``exc``, raised deciding on ``model``, is the op's answer.
+
+        A rejection is final only when decided on the document as the store holds it.
+        Another process (a second gateway) may have appended since this one loaded or
+        last appended, and this process learns of it only when an append of its own
+        loses the race; the op at hand may need exactly what it added (a layer, an
+        element, a later version to restore). So: a rejection decided on the committed
+        model is checked against the store's version, one indexed read; when the store
+        is ahead, the head is dropped (rebuilt from the events after it) and the op is
+        decided again. One decided on ops of this process still in flight is decided
+        again under the document's lock, where the state cannot move. ``Forbidden``
+        depends on the role alone.
+        """
+        if isinstance(exc, Forbidden):
+            return True
+        if model is not state.committed:
+            return False
+        row = await self._store.get_document(state.doc_id)
+        if row is not None and row.v > model.v:
+            metrics.stale_decisions_total.inc()
+            state.drop_head()
+            return False
+        return True
 
     async def _rejected(self, state: DocState, key: OpKey, exc: AppError) -> Ack:
         """An op that fails now may be a re-send of one that was acknowledged before,
@@ -319,13 +357,20 @@ class CommandHandler:
         target = await self._state_at(doc_id, to_v)
         for _ in range(_OPTIMISTIC_ATTEMPTS):
             model = await self._models.head(state)
-            decision = decide_restore(model, target.doc, to_v, actor, role)
+            try:
+                decision = decide_restore(model, target.doc, to_v, actor, role)
+            except AppError as exc:
+                if await self._rejection_stands(state, model, exc):
+                    raise
+                if model is state.committed:
+                    continue
+                break
             result = await self._append(state, model, decision, actor, None)
             if result.status != "conflict":
                 return self._answer(state, (actor, ""), result)
             metrics.version_conflicts_total.inc()
         return await self._decide_exclusively(
-            state, (actor, ""), lambda m: decide_restore(m, target.doc, to_v, actor, role)
+            state, actor, None, lambda m: decide_restore(m, target.doc, to_v, actor, role)
         )
 
     async def _state_at(self, doc_id: str, v: int) -> WriteModel:

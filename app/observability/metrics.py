@@ -13,7 +13,10 @@ process has its own registry, so each process is its own scrape target. Names ca
     ack_seconds                    submit to ack, as the client waits for it
     version_conflicts_total        optimistic-concurrency conflicts (decide retried)
     exclusive_appends_total        ops decided under the document's lock after losing
-                                   the optimistic race several times
+                                   the optimistic race several times, or after a
+                                   rejection decided on ops still in flight
+    stale_decisions_total          rejections decided on a write model the store had
+                                   moved past (another process appended): decided again
     write_models_cached            write models kept warm in this process
     write_model_loads_total        write models loaded from the store (cache misses)
     snapshots_written_total        snapshots written
@@ -113,6 +116,7 @@ __all__ = [
     "render",
     "snapshots_written_total",
     "snapshotter_position",
+    "stale_decisions_total",
     "store_errors_total",
     "version_conflicts_total",
     "worker_batch_events",
@@ -181,6 +185,12 @@ ack_seconds: Final = Histogram(
 version_conflicts_total: Final = Counter(
     "atelier_version_conflicts",
     "Appends that lost the optimistic-concurrency race on (document, version).",
+    registry=REGISTRY,
+)
+stale_decisions_total: Final = Counter(
+    "atelier_stale_decisions",
+    "Ops rejected on a write model that the store had moved past (another process "
+    "appended since), then decided again on the newer state.",
     registry=REGISTRY,
 )
 exclusive_appends_total: Final = Counter(
