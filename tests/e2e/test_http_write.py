@@ -243,3 +243,33 @@ async def test_openapi_lists_every_route_the_gateway_serves(gateway: Gateway) ->
     routes = [r for r in create_app(gateway.settings).routes if not isinstance(r, WebSocketRoute)]
     served = {getattr(r, "path", "") for r in routes} - {"/openapi.json"}
     assert served == set(spec["paths"])
+
+
+async def test_two_gateways_take_turns_on_one_document(make_gateway: Any) -> None:
+    # Each gateway keeps its own warm write model: an op sent to one must be decided on
+    # what the other stored (the document it created, the layer the other added, the
+    # version a restore names), never rejected on the state it last saw itself.
+    one, two = await make_gateway(), await make_gateway()
+    async with one.client("alice") as a, two.client("alice") as b:
+        r = await a.post("/api/documents", json={"title": "Poster", "id": "d1"})
+        assert r.status_code == 201, r.text
+        layer = {"kind": "layer.add", "layer": "L1", "name": "Bg"}
+        r = await b.post("/api/documents/d1/ops", json={"id": "L", "op": layer})
+        assert r.json() == {"v": 2}, r.text
+        r = await a.post("/api/documents/d1/ops", json=rect_op("e1", "e1"))
+        assert r.json() == {"v": 3}, r.text
+        r = await b.post("/api/documents/d1/ops", json=rect_op("e2", "e2"))
+        assert r.json() == {"v": 4}, r.text
+        move = {"kind": "element.update", "element": "e2", "set": {"x": 9}}
+        r = await a.post("/api/documents/d1/ops", json={"id": "m", "op": move})
+        assert r.json() == {"v": 5}, r.text
+        missing = {"kind": "element.update", "element": "e9", "set": {"x": 9}}
+        r = await a.post("/api/documents/d1/ops", json={"id": "bad", "op": missing})
+        assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
+        r = await b.post("/api/documents/d1/restore", json={"v": 3})
+        assert r.status_code == 200 and r.json()["v"] == 6, r.text
+        # Restored to v3: e2 is gone, though the gateway that moved it last saw it.
+        r = await a.post("/api/documents/d1/ops", json={"id": "m2", "op": move})
+        assert r.status_code == 409 and "e2" in r.json()["message"], r.text
+        r = await a.post("/api/documents/d1/ops", json=rect_op("e3", "e3"))
+        assert r.json() == {"v": 7}, r.text
