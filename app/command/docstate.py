@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.domain import WriteModel
+from app.domain import Decision, WriteModel
 from app.store.ports import AppendRequest, AppendResult
 
-__all__ = ["RETRY", "Ack", "DocState", "OpKey", "Pending"]
+__all__ = ["RETRY", "Ack", "DocState", "Locked", "OpKey", "Pending"]
 
 OpKey = tuple[str, str]  # (actor, client op id)
 
@@ -47,6 +48,18 @@ class Pending:
 
 
 @dataclass(slots=True, eq=False)
+class Locked:
+    """One op waiting to be decided under the document's lock (``app.command.locked``);
+    ``op_id`` None for a restore. The future gets the store's result, or the decision's
+    rejection as an exception."""
+
+    actor: str
+    op_id: str | None
+    decide_on: Callable[[WriteModel], Decision]
+    future: asyncio.Future[AppendResult]
+
+
+@dataclass(slots=True, eq=False)
 class DocState:
     doc_id: str
     model: WriteModel | None = None
@@ -62,6 +75,12 @@ class DocState:
     # Ops answered `unavailable` while their commit was still out (the store was slow to
     # answer): a re-sent copy waits for that commit's outcome before it is decided again.
     late: dict[OpKey, asyncio.Future[AppendResult]] = field(default_factory=dict)
+    # Ops to be decided under the document's lock, and whether a task is at it; until
+    # ``contended_until`` (the event loop's clock) every op of the document goes there:
+    # another process lately won a race for it (app/command/locked.py).
+    locked: list[Locked] = field(default_factory=list)
+    draining: bool = False
+    contended_until: float = 0.0
 
     @property
     def idle(self) -> bool:
@@ -71,6 +90,8 @@ class DocState:
             and self.loading is None
             and not self.pending_ops
             and not self.late
+            and not self.locked
+            and not self.draining
         )
 
     def remember(self, key: OpKey, v: int) -> None:

@@ -19,8 +19,9 @@ from collections.abc import Callable
 import orjson
 import structlog
 
-from app.command.docstate import Ack, DocState, OpKey, Pending
+from app.command.docstate import RETRY, Ack, DocState, OpKey, Pending
 from app.command.groupcommit import GroupCommitter
+from app.command.locked import LockedAppends, event_of
 from app.command.writemodels import WriteModels, fold
 from app.domain import (
     Decision,
@@ -45,8 +46,12 @@ log = structlog.get_logger(__name__)
 _ACKS = metrics.ops_total.labels(outcome="ack", code="")
 _DUPLICATES = metrics.ops_total.labels(outcome="duplicate", code="")
 
-# Optimistic tries before deciding under the document's lock.
-_OPTIMISTIC_ATTEMPTS = 3
+# Decisions of one op in all (optimistic ones dropped unsent, then rounds under the
+# lock) before it is answered `unavailable`.
+_DECISIONS = 8
+# How long a document stays contended after a race lost at the store: its ops are
+# decided under its lock meanwhile (app/command/locked.py).
+_CONTENDED_SECONDS = 1.0
 _EMPTY_EFFECT = b"{}"
 
 
@@ -65,6 +70,7 @@ class CommandHandler:
         self._commit_timeout = commit_timeout
         self._undo_depth = undo_depth
         self._models = WriteModels(store, capacity=cache_size, undo_depth=undo_depth)
+        self._locked = LockedAppends(store, self._models)
         self._committer = GroupCommitter(
             store, lanes=lanes, max_batch=max_batch, on_committed=self._committed
         )
@@ -74,6 +80,7 @@ class CommandHandler:
 
     async def close(self) -> None:
         """Drain: answer every op in flight, then stop."""
+        await self._locked.close()
         await self._committer.close()
 
     # -- documents ---------------------------------------------------------------
@@ -198,7 +205,9 @@ class CommandHandler:
             op = parse_op(raw)
         except AppError as exc:
             return await self._rejected(state, key, exc)
-        for _ in range(_OPTIMISTIC_ATTEMPTS):
+        for _ in range(_DECISIONS):
+            if self._contended(state):
+                break
             model = await self._models.head(state)
             try:
                 decision = decide(model, op, actor, role)
@@ -211,10 +220,11 @@ class CommandHandler:
             result = await self._append(state, model, decision, actor, op_id, decided)
             if result.status != "conflict":
                 return self._answer(state, key, result)
-            metrics.version_conflicts_total.inc()
-        # Lost the race several times (another writer keeps moving the document on), or
-        # rejected on a state with ops still in flight: decide under the document's
-        # lock, where no one can overtake (no starvation) and the state cannot move.
+            self._lost(state, result)
+        # The document is contended (another process won a race for it lately), or the
+        # op was rejected on ops still in flight, or dropped unsent too many times:
+        # decide under the document's lock, where nothing can overtake (no starvation)
+        # and the state cannot move.
         return await self._decide_exclusively(
             state, actor, op_id, lambda m: decide(m, op, actor, role)
         )
@@ -236,37 +246,38 @@ class CommandHandler:
         op_id: str | None,
         decide_on: Callable[[WriteModel], Decision],
     ) -> Ack:
-        """Decide and append under the document's lock; ``op_id`` None for a restore,
-        which has no client op id (nothing goes to the ledger)."""
+        """Decide and append under the document's lock, with the other ops waiting for
+        it (``app.command.locked``); ``op_id`` None for a restore, which has no client op
+        id (nothing goes to the ledger)."""
         key: OpKey = (actor, op_id or "")
-        await self._models.head(state)
-        base = state.committed
-        assert base is not None, "a loaded document has a committed model"
-        built: list[WriteModel] = []
-
-        def build(events: list[StoredEvent]) -> AppendRequest:
-            model = fold(base, events)
-            decision = decide_on(model)
-            built.append(evolve(model, model.v + 1, actor, decision.op, decision.effect))
-            return AppendRequest(state.doc_id, model.v, _event(decision, actor, op_id))
-
-        metrics.exclusive_appends_total.inc()
-        try:
-            result = await self._store.append_exclusive(state.doc_id, base.v, build)
-        except Unavailable:
-            raise
-        except AppError as exc:
-            if op_id is None:
+        for _ in range(_DECISIONS):
+            try:
+                result = await self._locked.append(state, actor, op_id, decide_on)
+            except Unavailable:
                 raise
-            return await self._rejected(state, key, exc)
-        # Ops of this process decided before the lock will find the document moved:
-        # drop the head so that they are decided again on the new state.
-        state.drop_head()
-        if result.status == "ok" and built:
-            self._advance_committed(state, built[-1])
-            if op_id is not None:
+            except AppError as exc:
+                if op_id is None:
+                    raise
+                return await self._rejected(state, key, exc)
+            if result.status == "conflict":
+                continue  # behind a duplicate in the same transaction: the next round
+            if result.status == "ok" and op_id is not None:
                 state.remember(key, result.v)
-        return self._answer(state, key, result)
+            return self._answer(state, key, result)
+        raise Unavailable("the document is too busy right now; retry with the same id")
+
+    def _contended(self, state: DocState) -> bool:
+        return state.contended_until > asyncio.get_running_loop().time()
+
+    def _lost(self, state: DocState, result: AppendResult) -> None:
+        """An append came back ``conflict``. A lost race at the store marks the document
+        contended for a while: its ops go under the lock together, where they cannot
+        lose. An op dropped unsent (``RETRY``: one ahead of it failed or took the lock)
+        lost nothing; it is decided again."""
+        if result is RETRY:
+            return
+        metrics.version_conflicts_total.inc()
+        state.contended_until = asyncio.get_running_loop().time() + _CONTENDED_SECONDS
 
     async def _rejection_stands(self, state: DocState, model: WriteModel, exc: AppError) -> bool:
         """Whether ``exc``, raised deciding on ``model``, is the op's answer.
@@ -320,7 +331,7 @@ class CommandHandler:
         # No await between reading the head and enqueueing: the next op of this
         # document is decided on the state this one leaves.
         after = evolve(model, model.v + 1, actor, decision.op, decision.effect)
-        event = _event(decision, actor, op_id)
+        event = event_of(decision, actor, op_id)
         request = AppendRequest(doc_id=state.doc_id, expected_v=model.v, event=event)
         pending = Pending(request, after, asyncio.get_running_loop().create_future())
         state.model = after
@@ -355,7 +366,9 @@ class CommandHandler:
         """Append a ``restore`` event that brings the state back to version ``to_v``."""
         state = self._models.state(doc_id)
         target = await self._state_at(doc_id, to_v)
-        for _ in range(_OPTIMISTIC_ATTEMPTS):
+        for _ in range(_DECISIONS):
+            if self._contended(state):
+                break
             model = await self._models.head(state)
             try:
                 decision = decide_restore(model, target.doc, to_v, actor, role)
@@ -368,7 +381,7 @@ class CommandHandler:
             result = await self._append(state, model, decision, actor, None)
             if result.status != "conflict":
                 return self._answer(state, (actor, ""), result)
-            metrics.version_conflicts_total.inc()
+            self._lost(state, result)
         return await self._decide_exclusively(
             state, actor, None, lambda m: decide_restore(m, target.doc, to_v, actor, role)
         )
@@ -432,13 +445,3 @@ def _expire(
 
         future.add_done_callback(ended)
     waiter.set_exception(Unavailable.store_silent(seconds))
-
-
-def _event(decision: Decision, actor: str, op_id: str | None) -> NewEvent:
-    return NewEvent(
-        actor=actor,
-        op_id=op_id,
-        kind=decision.kind,
-        op=orjson.dumps(decision.op),
-        effect=orjson.dumps(decision.effect),
-    )

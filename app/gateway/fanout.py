@@ -448,19 +448,28 @@ class CommitTap(PostgresStore):
         return results
 
     async def append_exclusive(
-        self, doc_id: str, after_v: int, build: Callable[[list[StoredEvent]], AppendRequest]
-    ) -> AppendResult:
-        built: list[AppendRequest] = []
+        self,
+        doc_id: str,
+        after_v: int,
+        build: Callable[[list[StoredEvent]], Sequence[AppendRequest]],
+    ) -> list[AppendResult]:
+        built: list[Sequence[AppendRequest]] = []
 
-        def keep(events: list[StoredEvent]) -> AppendRequest:
-            request = build(events)
-            built.append(request)
-            return request
+        def keep(events: list[StoredEvent]) -> Sequence[AppendRequest]:
+            requests = build(events)
+            built.append(requests)
+            return requests
 
-        result = await super().append_exclusive(doc_id, after_v, keep)
-        if result.status == "ok" and built:
-            self._tell([_stored(built[-1], result)])
-        return result
+        results = await super().append_exclusive(doc_id, after_v, keep)
+        if built:
+            self._tell(
+                [
+                    _stored(r, result)
+                    for r, result in zip(built[-1], results, strict=True)
+                    if result.status == "ok"
+                ]
+            )
+        return results
 
 
 def _stored(request: AppendRequest, result: AppendResult) -> StoredEvent:

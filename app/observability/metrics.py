@@ -8,13 +8,15 @@ process has its own registry, so each process is its own scrape target. Names ca
 
     ops_total{outcome,code}        every op submitted: ack | duplicate | reject, with the
                                    reject code (empty for ack and duplicate)
-    append_batch_size              events per group-commit transaction
-    append_seconds                 time of one group-commit transaction
+    append_batch_size              events per append transaction (a group commit, or a
+                                   round under a document's lock)
+    append_seconds                 time of one append transaction (the same)
     ack_seconds                    submit to ack, as the client waits for it
     version_conflicts_total        optimistic-concurrency conflicts (decide retried)
-    exclusive_appends_total        ops decided under the document's lock after losing
-                                   the optimistic race several times, or after a
-                                   rejection decided on ops still in flight
+    exclusive_appends_total        ops decided under the document's lock: its
+                                   document was contended (a race lost at the store in
+                                   the last second), or a rejection was decided on ops
+                                   still in flight (app/command/locked.py)
     stale_decisions_total          rejections decided on a write model the store had
                                    moved past (another process appended): decided again
     write_models_cached            write models kept warm in this process
@@ -166,13 +168,13 @@ ops_total: Final = Counter(
 )
 append_batch_size: Final = Histogram(
     "atelier_append_batch_size",
-    "Events written per group-commit transaction.",
+    "Events written per append transaction (a group commit, or a round under a lock).",
     buckets=_BATCH,
     registry=REGISTRY,
 )
 append_seconds: Final = Histogram(
     "atelier_append_seconds",
-    "Duration of one group-commit transaction.",
+    "Duration of one append transaction (a group commit, or a round under a lock).",
     buckets=_SECONDS,
     registry=REGISTRY,
 )
@@ -184,7 +186,8 @@ ack_seconds: Final = Histogram(
 )
 version_conflicts_total: Final = Counter(
     "atelier_version_conflicts",
-    "Appends that lost the optimistic-concurrency race on (document, version).",
+    "Appends that lost the optimistic-concurrency race on (document, version) at the "
+    "store (each marks its document contended for a second).",
     registry=REGISTRY,
 )
 stale_decisions_total: Final = Counter(
@@ -195,7 +198,8 @@ stale_decisions_total: Final = Counter(
 )
 exclusive_appends_total: Final = Counter(
     "atelier_exclusive_appends",
-    "Ops decided under the document's row lock after repeated conflicts (no starvation).",
+    "Ops decided under the document's row lock: their document was contended (another "
+    "process won a race for it lately), or their rejection rested on ops in flight.",
     registry=REGISTRY,
 )
 write_models_cached: Final = Gauge(

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from app.errors import Conflict, Internal
+from app.errors import Conflict, Internal, NotFound
 from app.store._errors import translate_errors
 from app.store._rows import EVENT_COLUMNS, to_event
 from app.store.ports import AppendRequest, AppendResult, NewEvent, StoredEvent
@@ -63,16 +63,18 @@ async def append_exclusive(
     pool: asyncpg.Pool,
     doc_id: str,
     after_v: int,
-    build: Callable[[list[StoredEvent]], AppendRequest],
-) -> AppendResult:
-    """Append one request decided under the document's row lock: the progress guarantee.
+    build: Callable[[list[StoredEvent]], Sequence[AppendRequest]],
+) -> list[AppendResult]:
+    """Append requests decided under the document's row lock: the progress guarantee.
 
-    Optimistic appends can starve: a writer whose op always finds the document moved
-    on by a busier one retries forever. This path locks the document's row first, so
+    Optimistic appends can starve: a writer whose ops always find the document moved
+    on by another keeps losing the race. This path locks the document's row first, so
     no one else can append to it; hands ``build`` every event after ``after_v`` (the
-    caller folds them into its model and decides); and appends what ``build`` returns in
-    the same transaction, so the decision cannot be overtaken. An exception from
-    ``build`` (a rejection) rolls everything back.
+    caller folds them into its model and decides); and appends the chain ``build``
+    returns (of this document; possibly empty) in the same transaction, so the
+    decisions cannot be overtaken. An exception from ``build`` (a bug: rejections are
+    the caller's to keep) rolls everything back. Raises ``NotFound`` for a document
+    that does not exist.
     """
     with translate_errors("append_exclusive"):
         async with pool.acquire() as conn, conn.transaction():
@@ -80,15 +82,14 @@ async def append_exclusive(
                 "SELECT v FROM documents WHERE id = $1 FOR NO KEY UPDATE", doc_id
             )
             if current is None:
-                return AppendResult(status="missing", v=0)
+                raise NotFound(f"document {doc_id!r} does not exist")
             rows = await conn.fetch(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE doc_id = $1 AND v > $2 ORDER BY v",
                 doc_id,
                 after_v,
             )
-            request = build([to_event(row) for row in rows])
-            (result,) = await append_batch(conn, [request])
-            return result
+            requests = build([to_event(row) for row in rows])
+            return await append_batch(conn, requests)
 
 
 async def create_document(

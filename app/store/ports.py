@@ -143,11 +143,16 @@ class EventStore(Protocol):
         ...
 
     async def append_exclusive(
-        self, doc_id: str, after_v: int, build: Callable[[list[StoredEvent]], AppendRequest]
-    ) -> AppendResult:
+        self,
+        doc_id: str,
+        after_v: int,
+        build: Callable[[list[StoredEvent]], Sequence[AppendRequest]],
+    ) -> list[AppendResult]:
         """Lock the document, give ``build`` the events after ``after_v``, and append the
-        request it returns in the same transaction (no one can overtake it). Exceptions
-        from ``build`` roll back and propagate."""
+        requests it returns (a chain of this document, possibly none) in the same
+        transaction (no one can overtake them); results in request order. Exceptions
+        from ``build`` roll back and propagate. Raises ``NotFound`` when the document
+        does not exist."""
         ...
 
     async def find_op(self, doc_id: str, actor: str, op_id: str) -> int | None:

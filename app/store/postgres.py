@@ -127,8 +127,11 @@ class PostgresStore:
         return await _append.append_batch(self._pool, batch)
 
     async def append_exclusive(
-        self, doc_id: str, after_v: int, build: Callable[[list[StoredEvent]], AppendRequest]
-    ) -> AppendResult:
+        self,
+        doc_id: str,
+        after_v: int,
+        build: Callable[[list[StoredEvent]], Sequence[AppendRequest]],
+    ) -> list[AppendResult]:
         return await _append.append_exclusive(self._pool, doc_id, after_v, build)
 
     async def find_op(self, doc_id: str, actor: str, op_id: str) -> int | None:

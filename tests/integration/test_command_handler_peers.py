@@ -5,7 +5,7 @@ has moved past (docs/architecture.md, "Rejections are decided on the store's sta
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -15,7 +15,7 @@ from app.command import CommandHandler
 from app.errors import Conflict, Invalid
 from app.observability import metrics
 from app.store.pool import create_pool
-from app.store.ports import AppendRequest, AppendResult
+from app.store.ports import AppendRequest, AppendResult, StoredEvent
 from app.store.postgres import PostgresStore
 
 
@@ -176,3 +176,84 @@ async def test_restores_decided_under_the_lock_are_each_stored(
     assert (second.v, second.duplicate) == (5, False)
     ledger = await pools[0].fetch("SELECT op_id FROM op_ledger WHERE doc_id = 'd1' ORDER BY v")
     assert [r["op_id"] for r in ledger] == ["add-L1", "e1"]
+
+
+class CountingStore(PostgresStore):
+    """The real store, counting the transactions taken under a document's lock and the
+    requests they carried."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.locked: list[int] = []
+
+    async def append_exclusive(
+        self,
+        doc_id: str,
+        after_v: int,
+        build: Callable[[list[StoredEvent]], Sequence[AppendRequest]],
+    ) -> list[AppendResult]:
+        results = await super().append_exclusive(doc_id, after_v, build)
+        self.locked.append(len(results))
+        return results
+
+
+async def test_ops_of_a_contended_document_share_transactions_under_the_lock(
+    pools: list[asyncpg.Pool],
+) -> None:
+    stores = [CountingStore(pool) for pool in pools]
+    here, there = (CommandHandler(store) for store in stores)
+    for h in (here, there):
+        await h.start()
+    try:
+        await here.create_document("d1", "alice", "Poster")
+        await here.submit("d1", "alice", "owner", "add-L1", LAYER)
+        await there.submit("d1", "alice", "owner", "t0", rect("t0"))  # `here` is behind
+        conflicts = count(metrics.version_conflicts_total)
+        # Three ops at once on the stale head: the first batch loses its race, which
+        # marks the document contended, and all three are decided under the lock,
+        # together: one is rejected there (its element id is taken) and answered alone.
+        ops = [rect("e1"), rect("t0"), rect("e2")]
+        answers = await asyncio.gather(
+            *(here.submit("d1", "bob", "editor", f"o{i}", op) for i, op in enumerate(ops)),
+            return_exceptions=True,
+        )
+    finally:
+        for h in (here, there):
+            await h.close()
+    assert count(metrics.version_conflicts_total) > conflicts
+    assert isinstance(answers[1], Conflict) and "t0" in answers[1].message
+    acked = sorted(a.v for a in answers if not isinstance(a, BaseException))
+    assert acked == [4, 5]
+    assert stores[0].locked == [2]  # one transaction carried both
+    assert await versions(pools[0]) == [1, 2, 3, 4, 5]
+
+
+async def test_two_handlers_writing_one_document_at_once_never_fork_it(
+    pools: list[asyncpg.Pool],
+) -> None:
+    stores = [CountingStore(pool) for pool in pools]
+    handlers = [CommandHandler(store) for store in stores]
+    for h in handlers:
+        await h.start()
+    acked: dict[str, int] = {}
+    try:
+        await handlers[0].create_document("d1", "alice", "Poster")
+        await handlers[0].submit("d1", "alice", "owner", "add-L1", LAYER)
+
+        async def writer(w: int) -> None:
+            h = handlers[w % 2]
+            for i in range(15):
+                op_id = f"w{w}-{i}"
+                acked[op_id] = (await h.submit("d1", f"user{w}", "editor", op_id, rect(op_id))).v
+
+        await asyncio.gather(*(writer(w) for w in range(8)))
+    finally:
+        for h in handlers:
+            await h.close()
+    rows = await pools[0].fetch("SELECT v, op_id FROM events WHERE doc_id = 'd1' ORDER BY v")
+    # I2 and I3: one line of versions; each acked op stored once, at its acked version.
+    assert [r["v"] for r in rows] == list(range(1, 2 + len(acked) + 1))
+    assert {r["op_id"]: r["v"] for r in rows if r["op_id"] and r["op_id"][0] == "w"} == acked
+    # The lock carried ops together: fewer transactions than ops went through it.
+    for store in stores:
+        assert sum(store.locked) > len(store.locked) > 0, store.locked
