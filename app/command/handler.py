@@ -267,7 +267,8 @@ class CommandHandler:
         raise Unavailable("the document is too busy right now; retry with the same id")
 
     def _contended(self, state: DocState) -> bool:
-        return state.contended_until > asyncio.get_running_loop().time()
+        until = state.contended_until  # 0.0 for a document never contended: no clock read
+        return until > 0.0 and until > asyncio.get_running_loop().time()
 
     def _lost(self, state: DocState, result: AppendResult) -> None:
         """An append came back ``conflict``. A lost race at the store marks the document
