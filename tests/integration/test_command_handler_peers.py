@@ -257,3 +257,20 @@ async def test_two_handlers_writing_one_document_at_once_never_fork_it(
     # The lock carried ops together: fewer transactions than ops went through it.
     for store in stores:
         assert sum(store.locked) > len(store.locked) > 0, store.locked
+
+
+async def test_undo_through_another_process_reverts_the_users_last_op(
+    peers: list[CommandHandler], pools: list[asyncpg.Pool]
+) -> None:
+    here, there = peers
+    await here.create_document("d1", "alice", "Poster")
+    await here.submit("d1", "alice", "owner", "add-L1", LAYER)  # `here` holds v2
+    await there.submit("d1", "bob", "editor", "b1", rect("e1"))
+    await there.submit("d1", "bob", "editor", "b2", rect("e2"))
+    # Bob's undo reaches `here`, where he has no op yet: decided there alone it would be
+    # "nothing to undo"; the store holds his two adds, and the last one is reverted.
+    ack = await here.submit("d1", "bob", "editor", "b3", {"kind": "undo"})
+    assert ack.v == 5
+    ids = [e.id for layer in (await here.model("d1")).doc.layers for e in layer.elements]
+    assert ids == ["e1"]
+    assert await versions(pools[0]) == [1, 2, 3, 4, 5]
