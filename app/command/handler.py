@@ -205,29 +205,48 @@ class CommandHandler:
             op = parse_op(raw)
         except AppError as exc:
             return await self._rejected(state, key, exc)
+
+        def decide_on(model: WriteModel) -> Decision:
+            return decide(model, op, actor, role)
+
+        try:
+            result = await self._optimistically(state, actor, op_id, decide_on, decided)
+        except _Rejection as rejection:
+            return await self._rejected(state, key, rejection.error)
+        if result is not None:
+            return self._answer(state, key, result)
+        return await self._decide_exclusively(state, actor, op_id, decide_on)
+
+    async def _optimistically(
+        self,
+        state: DocState,
+        actor: str,
+        op_id: str | None,
+        decide_on: Callable[[WriteModel], Decision],
+        decided: Callable[[], None] | None = None,
+    ) -> AppendResult | None:
+        """Decide on the speculative head and append with the group commit; the store's
+        result (not ``conflict``), or None when the op is to be decided under the lock:
+        its document is contended (another process won a race for it lately), its
+        rejection rested on ops still in flight, or it was dropped unsent too many
+        times. Raises ``_Rejection`` when the decision's rejection is final."""
         for _ in range(_DECISIONS):
             if self._contended(state):
-                break
+                return None
             model = await self._models.head(state)
             try:
-                decision = decide(model, op, actor, role)
+                decision = decide_on(model)
             except AppError as exc:
                 if await self._rejection_stands(state, model, exc):
-                    return await self._rejected(state, key, exc)
+                    raise _Rejection(exc) from exc
                 if model is state.committed:
                     continue  # the head was dropped: decide again on the newer state
-                break  # decided on ops still in flight: decide under the lock
+                return None
             result = await self._append(state, model, decision, actor, op_id, decided)
             if result.status != "conflict":
-                return self._answer(state, key, result)
+                return result
             self._lost(state, result)
-        # The document is contended (another process won a race for it lately), or the
-        # op was rejected on ops still in flight, or dropped unsent too many times:
-        # decide under the document's lock, where nothing can overtake (no starvation)
-        # and the state cannot move.
-        return await self._decide_exclusively(
-            state, actor, op_id, lambda m: decide(m, op, actor, role)
-        )
+        return None
 
     def _answer(self, state: DocState, key: OpKey, result: AppendResult) -> Ack:
         if result.status == "ok":
@@ -367,25 +386,17 @@ class CommandHandler:
         """Append a ``restore`` event that brings the state back to version ``to_v``."""
         state = self._models.state(doc_id)
         target = await self._state_at(doc_id, to_v)
-        for _ in range(_DECISIONS):
-            if self._contended(state):
-                break
-            model = await self._models.head(state)
-            try:
-                decision = decide_restore(model, target.doc, to_v, actor, role)
-            except AppError as exc:
-                if await self._rejection_stands(state, model, exc):
-                    raise
-                if model is state.committed:
-                    continue
-                break
-            result = await self._append(state, model, decision, actor, None)
-            if result.status != "conflict":
-                return self._answer(state, (actor, ""), result)
-            self._lost(state, result)
-        return await self._decide_exclusively(
-            state, actor, None, lambda m: decide_restore(m, target.doc, to_v, actor, role)
-        )
+
+        def decide_on(model: WriteModel) -> Decision:
+            return decide_restore(model, target.doc, to_v, actor, role)
+
+        try:
+            result = await self._optimistically(state, actor, None, decide_on)
+        except _Rejection as rejection:
+            raise rejection.error from None
+        if result is not None:
+            return self._answer(state, (actor, ""), result)
+        return await self._decide_exclusively(state, actor, None, decide_on)
 
     async def _state_at(self, doc_id: str, v: int) -> WriteModel:
         if v < 1:
@@ -408,6 +419,15 @@ class CommandHandler:
         event = pending.request.event
         if event.op_id is not None:
             state.remember((event.actor, event.op_id), result.v)
+
+
+class _Rejection(Exception):
+    """A decision's rejection that stands (``_rejection_stands``), on its way out of
+    ``_optimistically``; kept apart from the failures of the append itself."""
+
+    def __init__(self, error: AppError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _pass_on(waiter: asyncio.Future[AppendResult], future: asyncio.Future[AppendResult]) -> None:

@@ -231,8 +231,10 @@ async def test_ops_of_a_contended_document_share_transactions_under_the_lock(
 async def test_two_handlers_writing_one_document_at_once_never_fork_it(
     pools: list[asyncpg.Pool],
 ) -> None:
-    stores = [CountingStore(pool) for pool in pools]
-    handlers = [CommandHandler(store) for store in stores]
+    # Races lost, documents contended, ops under the lock and optimistic ones mixed, in
+    # whatever order the two handlers' timing makes (batching under the lock is checked
+    # deterministically above).
+    handlers = [CommandHandler(PostgresStore(pool)) for pool in pools]
     for h in handlers:
         await h.start()
     acked: dict[str, int] = {}
@@ -254,9 +256,6 @@ async def test_two_handlers_writing_one_document_at_once_never_fork_it(
     # I2 and I3: one line of versions; each acked op stored once, at its acked version.
     assert [r["v"] for r in rows] == list(range(1, 2 + len(acked) + 1))
     assert {r["op_id"]: r["v"] for r in rows if r["op_id"] and r["op_id"][0] == "w"} == acked
-    # The lock carried ops together: fewer transactions than ops went through it.
-    for store in stores:
-        assert sum(store.locked) > len(store.locked) > 0, store.locked
 
 
 async def test_undo_through_another_process_reverts_the_users_last_op(
