@@ -55,6 +55,13 @@ async def peers(pools: list[asyncpg.Pool]) -> AsyncIterator[list[CommandHandler]
         await h.close()
 
 
+async def behind(here: CommandHandler, there: CommandHandler) -> None:
+    """d1 created through ``here`` (which keeps v1 warm), its layer L1 added through
+    ``there``: ``here`` is one version behind the store."""
+    await here.create_document("d1", "alice", "Poster")
+    await there.submit("d1", "alice", "owner", "add-L1", LAYER)
+
+
 async def versions(pool: asyncpg.Pool, doc_id: str = "d1") -> list[int]:
     rows = await pool.fetch("SELECT v FROM events WHERE doc_id = $1 ORDER BY v", doc_id)
     return [r["v"] for r in rows]
@@ -64,8 +71,7 @@ async def test_an_op_needing_what_another_process_added_is_accepted(
     peers: list[CommandHandler], pools: list[asyncpg.Pool]
 ) -> None:
     here, there = peers
-    await here.create_document("d1", "alice", "Poster")  # `here` keeps v1 warm
-    assert (await there.submit("d1", "alice", "owner", "add-L1", LAYER)).v == 2
+    await behind(here, there)
     stale = count(metrics.stale_decisions_total)
     # `here` still holds v1, without L1: deciding there alone would answer `conflict`.
     ack = await here.submit("d1", "bob", "editor", "e1", rect("e1"))
@@ -79,8 +85,7 @@ async def test_a_rejection_on_the_current_state_stands_and_stores_nothing(
     peers: list[CommandHandler], pools: list[asyncpg.Pool]
 ) -> None:
     here, there = peers
-    await here.create_document("d1", "alice", "Poster")
-    await there.submit("d1", "alice", "owner", "add-L1", LAYER)
+    await behind(here, there)
     await here.submit("d1", "bob", "editor", "e1", rect("e1"))  # `here` catches up to v3
     stale = count(metrics.stale_decisions_total)
     with pytest.raises(Conflict, match="layer 'L9' does not exist"):
@@ -93,8 +98,7 @@ async def test_a_restore_to_a_version_another_process_appended_is_accepted(
     peers: list[CommandHandler], pools: list[asyncpg.Pool]
 ) -> None:
     here, there = peers
-    await here.create_document("d1", "alice", "Poster")
-    await there.submit("d1", "alice", "owner", "add-L1", LAYER)
+    await behind(here, there)
     await there.submit("d1", "alice", "owner", "e1", rect("e1"))
     await there.submit("d1", "alice", "owner", "e2", rect("e2"))
     # `here` holds v1: version 3 is "not in 1..1" there, but the store is at 4.
