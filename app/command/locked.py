@@ -54,7 +54,7 @@ class LockedAppends:
     ) -> AppendResult:
         """The store's result for this op, decided under the lock with the ops queued
         beside it; raises the decision's rejection (final: made on the store's state),
-        or ``Unavailable``. ``conflict`` only when an op ahead of it in the same
+        or the store's ``NotFound`` or ``Unavailable``. ``conflict`` only when an op ahead of it in the same
         transaction was a duplicate (the store then fails the rest of the chain)."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         state.locked.append(Locked(actor, op_id, decide_on, future))
