@@ -100,6 +100,12 @@ class DocState:
         if len(self.recent_ops) > _RECENT_OPS:
             self.recent_ops.popitem(last=False)
 
+    def advance(self, model: WriteModel) -> None:
+        """``model`` committed: the newest committed model, whatever order the answers
+        of this process's transactions come back in."""
+        if self.committed is None or model.v > self.committed.v:
+            self.committed = model
+
     def drop_head(self) -> None:
         """Forget the speculative head and every op decided on it that has not been sent."""
         self.model = None

@@ -410,12 +410,8 @@ class CommandHandler:
 
     # -- after commit ------------------------------------------------------------
 
-    def _advance_committed(self, state: DocState, model: WriteModel) -> None:
-        if state.committed is None or model.v > state.committed.v:
-            state.committed = model
-
     def _committed(self, state: DocState, pending: Pending, result: AppendResult) -> None:
-        self._advance_committed(state, pending.model_after)
+        state.advance(pending.model_after)
         event = pending.request.event
         if event.op_id is not None:
             state.remember((event.actor, event.op_id), result.v)

@@ -54,8 +54,9 @@ class LockedAppends:
     ) -> AppendResult:
         """The store's result for this op, decided under the lock with the ops queued
         beside it; raises the decision's rejection (final: made on the store's state),
-        or the store's ``NotFound`` or ``Unavailable``. ``conflict`` only when an op ahead of it in the same
-        transaction was a duplicate (the store then fails the rest of the chain)."""
+        or the store's ``NotFound`` or ``Unavailable``. ``conflict`` only when an op
+        ahead of it in the same transaction was a duplicate (the store then fails the
+        rest of the chain)."""
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         state.locked.append(Locked(actor, op_id, decide_on, future))
         if not state.draining:
@@ -127,8 +128,8 @@ class LockedAppends:
             metrics.append_seconds.observe(time.perf_counter() - started)
             metrics.append_batch_size.observe(len(results))
         for (item, after), result in zip(built, results, strict=True):
-            if result.status == "ok" and (state.committed is None or after.v > state.committed.v):
-                state.committed = after
+            if result.status == "ok":
+                state.advance(after)
             if not item.future.done():
                 item.future.set_result(result)
         for item, exc in rejected:
