@@ -46,8 +46,9 @@ log = structlog.get_logger(__name__)
 _ACKS = metrics.ops_total.labels(outcome="ack", code="")
 _DUPLICATES = metrics.ops_total.labels(outcome="duplicate", code="")
 
-# Decisions of one op in all (optimistic ones dropped unsent, then rounds under the
-# lock) before it is answered `unavailable`.
+# Optimistic decisions of one op (each dropped unsent, or rejected on a model the store
+# had moved past) before it goes under the lock; and rounds there (each failed by a
+# duplicate ahead of it) before it is answered `unavailable`.
 _DECISIONS = 8
 # How long a document stays contended after a race lost at the store: its ops are
 # decided under its lock meanwhile (app/command/locked.py).
