@@ -38,6 +38,10 @@ __all__ = ["LockedAppends", "event_of"]
 
 log = structlog.get_logger(__name__)
 
+# Whether the transaction under way committed is unknown: a retry with the same id
+# finds out (I3).
+_INTERRUPTED = Unavailable("the write was interrupted; retry with the same id")
+
 
 class LockedAppends:
     def __init__(self, store: EventStore, models: WriteModels) -> None:
@@ -78,7 +82,7 @@ class LockedAppends:
                 try:
                     await self._round(state, batch)
                 except asyncio.CancelledError:
-                    _fail(batch, Unavailable("the write was interrupted; retry"))
+                    _fail(batch, _INTERRUPTED)
                     raise
                 except Exception as exc:
                     if not isinstance(exc, AppError):
@@ -86,8 +90,8 @@ class LockedAppends:
                     _fail(batch, exc)
         finally:
             state.draining = False
-            if state.locked:  # only after a failure above: no one is left to answer them
-                _fail(state.locked, Unavailable("the write was interrupted; retry"))
+            if state.locked:  # cancelled: no round is left to answer these
+                _fail(state.locked, _INTERRUPTED)
                 state.locked = []
 
     async def _round(self, state: DocState, batch: list[Locked]) -> None:
