@@ -7,6 +7,7 @@ restarts and data loss.
               ready (what differs on a cluster)
     keys      every key name and entry id (the contract; docs/relay.md)
     entry     Entry, the fields of a stream entry, the once-encoded websocket event
+    addscript the Lua script that adds a stream's events of a batch atomically
     streams   publish, progress, wipe, read_range; Redis errors become
               Unavailable
     catchup   read_after: entries after a point, from Redis or else PostgreSQL

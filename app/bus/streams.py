@@ -4,14 +4,18 @@ Every function maps Redis and network failures to ``app.errors.Unavailable`` (ST
 habit 4: nothing above ``app.bus`` sees a redis exception), so a caller retries one
 kind of error. What each write protects:
 
-- ``publish``: one pipelined round trip per batch (``transaction=False``) of one
-  ``XADD`` per event with its explicit id ``<position>-0``, the streams' ``EXPIRE`` and
-  ``SET relay:position … GET``. Redis refuses an id at or below a stream's top: that
-  refusal is counted as "already published", never as an error, so publishing a range
-  again after a crash adds nothing twice (I4). Commands of one pipeline run in order
-  on one connection, so when the position is written every ``XADD`` before it has run.
-  On a Redis Cluster a pipeline is split by node and the parts run at once, so the
-  position goes in a second round trip, once every ``XADD`` has answered.
+- ``publish``: one pipelined round trip per batch (``transaction=False``) of one script
+  call per document stream (``ADD_SCRIPT``, app/bus/addscript.py), which adds the
+  stream's events of the batch, each with its explicit id ``<position>-0``, and
+  refreshes its ``EXPIRE``; then ``SET relay:position … GET``. Redis refuses an id at
+  or below a stream's top: that refusal is counted as "already published", never as
+  an error, so publishing a range again after a crash adds nothing twice (I4). That
+  holds only if no stream ever has an entry missing below its top; the script
+  guarantees it (atomic, and it stops at the stream's first other failure). Commands
+  of one pipeline run in order on one connection, so when the position is written
+  every script before it has run. On a Redis Cluster a pipeline is split by node and
+  the parts run at once, so the position goes in a second round trip, once every
+  script has answered.
 - ``reset_progress``: the position is written before the epoch and the store id, so a
   crash between them leaves a progress that the next start still finds void.
 - ``wipe_streams``: after a change of store or epoch the old streams hold ids that
@@ -28,8 +32,9 @@ from typing import Final, cast
 
 from redis.exceptions import RedisError, ResponseError
 
+from app.bus.addscript import ADD_SCRIPT, add_calls, parse_added
 from app.bus.client import Redis, create_redis, is_cluster
-from app.bus.entry import Entry, EventRecord, decode_entry, entry_fields
+from app.bus.entry import Entry, EventRecord, decode_entry
 from app.bus.keys import Keys, entry_id
 from app.errors import Unavailable
 
@@ -46,10 +51,6 @@ __all__ = [
     "wipe_streams",
 ]
 
-# The text of Redis's refusal of an explicit id at or below the stream's top
-# (t_stream.c, "The ID specified in XADD is equal or smaller than the target stream
-# top item"). It means the entry is there already, or was and has been trimmed.
-_ALREADY: Final = "equal or smaller than the target stream top item"
 _SCAN_COUNT: Final = 500
 
 
@@ -135,35 +136,26 @@ async def publish(
 ) -> PublishResult:
     """Publish ``events`` (ascending positions) and record ``position`` as published.
 
-    One round trip. ``maxlen`` trims each stream approximately (``MAXLEN ~``: whole
-    radix-tree nodes, cheap); ``ttl`` > 0 refreshes each touched stream's expiry.
-    Raises ``Unavailable`` if Redis failed any command; ``relay:position`` is then put
-    back as it was, so a crash right after cannot skip an entry that was not written.
+    One round trip: one ``ADD_SCRIPT`` call per stream.
+    ``maxlen`` trims each stream approximately (``MAXLEN ~``: whole radix-tree nodes,
+    cheap); ``ttl`` > 0 refreshes each touched stream's expiry. Raises ``Unavailable``
+    if Redis failed any command; ``relay:position`` is then put back as it was, so a
+    crash right after cannot skip an entry that was not written.
     """
     cluster = is_cluster(redis)
+    calls = add_calls(keys, events, epoch=epoch, maxlen=maxlen, ttl=ttl)
     with translate_errors("publish"):
         async with redis.pipeline(transaction=False) as pipe:
-            touched: dict[str, None] = {}
-            for event in events:
-                key = keys.doc_stream(event.doc_id)
-                touched[key] = None
-                pipe.xadd(
-                    key,
-                    entry_fields(event, epoch),  # type: ignore[arg-type]
-                    id=entry_id(event.position),
-                    maxlen=maxlen,
-                    approximate=True,
-                )
-            if ttl > 0:
-                for key in touched:
-                    pipe.expire(key, ttl)
+            for key, argv in calls.items():
+                pipe.eval(ADD_SCRIPT, 1, key, *argv)
             if not cluster:
                 pipe.set(keys.relay_position, b"%d" % position, get=True)
             results = await pipe.execute(raise_on_error=False)
     # On a cluster the parts of a pipeline run on their nodes at once: the position is
-    # written only after every XADD before it has answered, in a second round trip.
+    # written only after every stream's call before it has answered, in a second round
+    # trip.
     previous = None if cluster else results.pop()
-    published, already, failure = _tally(results, len(events))
+    published, already, failure = _tally(results)
     if failure is None and not cluster and isinstance(previous, BaseException):
         failure = previous
     if failure is not None:
@@ -176,20 +168,23 @@ async def publish(
     return PublishResult(published, already, _int_or_none(previous))
 
 
-def _tally(results: Sequence[object], xadds: int) -> tuple[int, int, BaseException | None]:
-    """Entries added, refused as published before, and the first other failure."""
+def _tally(results: Sequence[object]) -> tuple[int, int, BaseException | None]:
+    """Entries added, refused as published before, and the first failure."""
     published = already = 0
     failure: BaseException | None = None
-    for result in results[:xadds]:
-        if isinstance(result, ResponseError) and _ALREADY in str(result):
-            already += 1
-        elif isinstance(result, BaseException):
-            failure = failure or result
-        else:
-            published += 1
-    for result in results[xadds:]:
+    for result in results:
         if isinstance(result, BaseException):
             failure = failure or result
+            continue
+        try:
+            added = parse_added(result)
+        except ValueError as exc:
+            failure = failure or ResponseError(str(exc))
+            continue
+        published += added.added
+        already += added.already
+        if added.error is not None:
+            failure = failure or ResponseError(added.error)
     return published, already, failure
 
 

@@ -13,8 +13,10 @@ document exactly once, in order, across Redis restarts and data loss):
   order, so the relay publishes each document's events in version order.
 - **Exactly once in Redis**: each entry has the explicit id ``<position>-0``; Redis
   refuses an id at or below a stream's top, and the relay counts that refusal as
-  "already published". Crashing anywhere between ``XADD`` and the position write and
-  starting again from the recorded position duplicates nothing.
+  "already published". A stream's events of a batch go in one atomic script call that
+  stops at the first failure, so no stream ever has a hole below its top for that
+  refusal to hide (app/bus/addscript.py). Crashing anywhere between the adds and the
+  position write and starting again from the recorded position duplicates nothing.
 - **Redis losing data**: the progress (``relay:position``, ``relay:epoch``,
   ``relay:store``) is checked on start, with every batch (``SET … GET`` returns what the
   key held) and every second by the watcher. Missing, moved, ahead of the log's head,
@@ -42,7 +44,14 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
-from app.bus import Keys, Redis, publish, read_progress, reset_progress, wipe_streams
+from app.bus import (
+    Keys,
+    Redis,
+    publish,
+    read_progress,
+    reset_progress,
+    wipe_streams,
+)
 from app.errors import Unavailable
 from app.observability import metrics
 from app.relay.lease import Lease, LeaseLost, StoreMeta
