@@ -4,8 +4,10 @@ PostgreSQL
     ``pg_admin_dsn``  (session) a DSN of the server's maintenance database. From
                       ``ATELIER_TEST_DATABASE_URL`` if set, else ``DATABASE_URL``'s
                       server, else postgresql://postgres@127.0.0.1:5432/postgres.
-    ``pg_dsn``        (session) a throwaway database ``atelier_test_<random>``,
-                      migrated once and dropped at the end of the session.
+    ``pg_dsn``        (session) a throwaway database ``atelier_test_<time>_<random>``,
+                      migrated once and dropped at the end of the session. Before it
+                      is made, such databases older than ``STALE_AFTER`` that no one is
+                      connected to are dropped: what a killed run left behind.
     ``pg_clean``      (function) the same DSN, for a test that opens its own pools or
                       connections; the store is empty when the test starts and every
                       store table is emptied after it (see ``reset_store``).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -124,6 +127,42 @@ async def reset_store(dsn: str) -> None:
         await conn.close()
 
 
+# A test session takes minutes (make test's budget is 15); a throwaway database this old
+# with no connection is a killed run's.
+STALE_AFTER = 6 * 3600
+_THROWAWAY = re.compile(r"atelier_test_([0-9a-f]{8})_[0-9a-f]{8}")
+
+
+def throwaway_name() -> str:
+    """``atelier_test_<creation time, hex seconds>_<random>``: a later session can tell
+    a leftover from a database in use (``drop_stale_databases``)."""
+    return f"atelier_test_{int(time.time()):08x}_{uuid.uuid4().hex[:8]}"
+
+
+async def drop_stale_databases(admin_dsn: str, now: float | None = None) -> list[str]:
+    """Drop the throwaway databases made more than ``STALE_AFTER`` seconds ago that no
+    one is connected to (a killed session never dropped its own); the names dropped."""
+    now = time.time() if now is None else now
+    conn = await asyncpg.connect(admin_dsn)
+    dropped = []
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'atelier_test_%'"
+        )
+        for row in names:
+            match = _THROWAWAY.fullmatch(row["datname"])
+            if match is None or now - int(match.group(1), 16) < STALE_AFTER:
+                continue
+            try:  # no FORCE: a database someone is connected to is not a leftover
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}"')
+            except asyncpg.ObjectInUseError:
+                continue
+            dropped.append(row["datname"])
+    finally:
+        await conn.close()
+    return dropped
+
+
 @pytest.fixture(scope="session")
 def pg_admin_dsn() -> str:
     return _admin_dsn()
@@ -133,7 +172,8 @@ def pg_admin_dsn() -> str:
 def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
     # Synchronous on purpose: a session fixture with its own asyncio.run needs no
     # session-scoped event loop, and every test keeps its own loop.
-    name = f"atelier_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(drop_stale_databases(pg_admin_dsn))
+    name = throwaway_name()
     dsn = with_database(pg_admin_dsn, name)
     asyncio.run(ensure_database(dsn))
     try:
@@ -192,7 +232,7 @@ async def scratch_dsn(pg_admin_dsn: str) -> AsyncIterator[Callable[[], str]]:
     names: list[str] = []
 
     def make() -> str:
-        name = f"atelier_test_{uuid.uuid4().hex[:12]}"
+        name = throwaway_name()
         names.append(name)
         return with_database(pg_admin_dsn, name)
 
