@@ -38,7 +38,7 @@ __all__ = ["ADD_SCRIPT", "Added", "add_calls", "parse_added"]
 
 # "The ID specified in XADD is equal or smaller than the target stream top item"
 # (t_stream.c): the entry is there already, or was and has been trimmed.
-ALREADY: Final = "equal or smaller than the target stream top item"
+_ALREADY: Final = "equal or smaller than the target stream top item"
 
 ADD_SCRIPT: Final = """
 local maxlen = ARGV[1]
@@ -61,7 +61,7 @@ if ttl > 0 and added + already > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
 end
 return {added, already}
-""".replace("%s", ALREADY)
+""".replace("%s", _ALREADY)
 
 
 def add_calls(

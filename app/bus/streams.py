@@ -136,11 +136,11 @@ async def publish(
 ) -> PublishResult:
     """Publish ``events`` (ascending positions) and record ``position`` as published.
 
-    One round trip: one ``ADD_SCRIPT`` call per stream.
-    ``maxlen`` trims each stream approximately (``MAXLEN ~``: whole radix-tree nodes,
-    cheap); ``ttl`` > 0 refreshes each touched stream's expiry. Raises ``Unavailable``
-    if Redis failed any command; ``relay:position`` is then put back as it was, so a
-    crash right after cannot skip an entry that was not written.
+    One round trip, with one ``ADD_SCRIPT`` call per stream. ``maxlen`` trims each
+    stream approximately (``MAXLEN ~``: whole radix-tree nodes, cheap); ``ttl`` > 0
+    refreshes each touched stream's expiry. Raises ``Unavailable`` if Redis failed any
+    command or a stream's call stopped at an error; ``relay:position`` is then put back
+    as it was, so a crash right after cannot skip an entry that was not written.
     """
     cluster = is_cluster(redis)
     calls = add_calls(keys, events, epoch=epoch, maxlen=maxlen, ttl=ttl)

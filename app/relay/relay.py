@@ -44,14 +44,7 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
-from app.bus import (
-    Keys,
-    Redis,
-    publish,
-    read_progress,
-    reset_progress,
-    wipe_streams,
-)
+from app.bus import Keys, Redis, publish, read_progress, reset_progress, wipe_streams
 from app.errors import Unavailable
 from app.observability import metrics
 from app.relay.lease import Lease, LeaseLost, StoreMeta
