@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 _SCAN_COUNT: Final = 500
+# The start of Redis's refusal of a command on a key of another type.
+_WRONGTYPE: Final = "WRONGTYPE"
 
 
 @contextmanager
@@ -161,7 +163,11 @@ async def publish(
     if failure is not None:
         if not cluster:
             await _put_back(redis, keys, previous)
-        raise Unavailable(f"redis refused part of a publish: {failure}") from failure
+        message = f"redis refused part of a publish: {failure}"
+        foreign = _foreign(list(calls), results)
+        if foreign:
+            message += await _delete_foreign(redis, foreign)
+        raise Unavailable(message) from failure
     if cluster:
         with translate_errors("publish"):
             previous = await redis.set(keys.relay_position, b"%d" % position, get=True)
@@ -186,6 +192,42 @@ def _tally(results: Sequence[object]) -> tuple[int, int, BaseException | None]:
         if added.error is not None:
             failure = failure or ResponseError(added.error)
     return published, already, failure
+
+
+def _foreign(stream_keys: Sequence[str], results: Sequence[object]) -> list[str]:
+    """The stream keys whose call stopped because the key holds another type."""
+    foreign = []
+    for key, result in zip(stream_keys, results, strict=True):
+        try:
+            error = parse_added(result).error
+        except ValueError:
+            continue
+        if error is not None and error.startswith(_WRONGTYPE):
+            foreign.append(key)
+    return foreign
+
+
+async def _delete_foreign(redis: Redis, foreign: Sequence[str]) -> str:
+    """Delete document-stream keys that hold another type, so that the caller's retry
+    recreates them as streams; what to add to its error message.
+
+    The name ``{prefix}doc:{<id>}`` is the relay's (docs/relay.md, "Keys"): a value of
+    another type there came from a foreign writer, and while it stays, every publish
+    that touches the document fails, and with it the relay for every document (and a
+    gateway's shared read of the document's stream). Redis is a transport, never the
+    truth: consumers read what the deleted key held again from PostgreSQL."""
+    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in foreign:
+                pipe.unlink(key)  # one key a command: on a cluster they lie on many slots
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        return f"; could not delete {len(foreign)} key(s) of another type ({shown}): {exc}"
+    return (
+        f"; deleted {len(foreign)} document stream key(s) that held another type than a"
+        f" stream ({shown}), for the retry to recreate"
+    )
 
 
 async def _put_back(redis: Redis, keys: Keys, previous: object) -> None:

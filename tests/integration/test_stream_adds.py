@@ -71,6 +71,28 @@ async def test_a_stream_call_that_stopped_fails_the_publish_and_keeps_the_progre
     assert await positions(redis, keys.doc_stream("d1")) == [1, 2, 4]
 
 
+async def test_a_key_of_another_type_is_deleted_so_the_retry_publishes(
+    redis: Redis, redis_prefix: str
+) -> None:
+    """A foreign value where a document's stream belongs would fail every publish that
+    touches the document, and so stall the relay for every document: the failed
+    publish deletes it, and the retry recreates the stream."""
+    keys = Keys(redis_prefix)
+    await redis.set(keys.doc_stream("d2"), b"not a stream")
+    batch = [event(1, "d1", 1), event(2, "d2", 1), event(3, "d2", 2)]
+    try:
+        await publish(redis, keys, batch, epoch=1, position=3, maxlen=1000, ttl=0)
+    except Unavailable as exc:
+        assert "WRONGTYPE" in exc.message and keys.doc_stream("d2") in exc.message
+    else:
+        raise AssertionError("a publish with a refused stream must raise Unavailable")
+    assert await redis.exists(keys.doc_stream("d2")) == 0
+    result = await publish(redis, keys, batch, epoch=1, position=3, maxlen=1000, ttl=0)
+    assert (result.published, result.already) == (2, 1)
+    assert await positions(redis, keys.doc_stream("d2")) == [2, 3]
+    assert await redis.get(keys.relay_position) == b"3"
+
+
 async def test_a_republished_batch_adds_nothing_and_each_stream_gets_its_expiry(
     redis: Redis, redis_prefix: str
 ) -> None:
