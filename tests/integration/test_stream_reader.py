@@ -216,3 +216,30 @@ async def test_the_fanout_spreads_channels_over_shared_readers(
         await fanout.close()
     for n in range(3):
         assert await client.exists(keys.gateway_wake("t", n)) == 0
+
+
+async def test_a_followed_key_of_another_type_is_deleted_and_the_reads_go_on(
+    client: Any, redis_prefix: str
+) -> None:
+    """One key of another type fails the shared read of every document; the reader
+    deletes it (the name is the relay's) and every stream is read again."""
+    keys = Keys(redis_prefix)
+    a, b = Follower("a"), Follower("b")
+    reader = StreamReader(client, Epochs(), block_ms=BLOCK_MS, wake_key=keys.gateway_wake("t", 0))
+    try:
+        reader.add(keys.doc_stream("a"), a)
+        reader.add(keys.doc_stream("b"), b)
+        await until_blocked(reader)
+        await client.set(keys.doc_stream("b"), b"a foreign value")
+        await add(client, keys.doc_stream("a"), 1)  # ends the blocked read
+        await wait_until(lambda: a.got == [1], within=5, what="the read before")
+        # The next read names b and fails with WRONGTYPE until b is gone.
+        deadline = time.monotonic() + 10
+        while await client.exists(keys.doc_stream("b")):
+            assert time.monotonic() < deadline, "the key of another type is still there"
+            await asyncio.sleep(0.05)
+        await add(client, keys.doc_stream("a"), 2)
+        await add(client, keys.doc_stream("b"), 1)
+        await wait_until(lambda: a.got == [1, 2] and b.got == [1], within=10, what="reads")
+    finally:
+        await reader.close()
