@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,7 @@ __all__ = [
     "create_doc",
     "event",
     "fill_log",
+    "nested_plans",
     "request",
     "wait_for_lock_waiters",
     "wait_until",
@@ -145,3 +146,28 @@ async def fill_log(
         await conn.execute("UPDATE log_head SET last_position = $1", events)
     if analyze:
         await conn.execute("ANALYZE events, documents")
+
+
+async def nested_plans(
+    dsn: str, sql: str, outer: str, *calls: Sequence[Any]
+) -> tuple[list[str], list[list[Any]]]:
+    """Run ``sql`` once per argument list in ``calls`` on a new connection, with
+    auto_explain logging the plans of the statements nested inside it: those plans
+    (the ones naming ``outer``, the call itself, left out) and each call's rows. The
+    tables are analyzed first, so the plans are made from statistics of this history."""
+    conn = await asyncpg.connect(dsn)
+    plans: list[str] = []
+    try:
+        await conn.execute("ANALYZE events, op_ledger, documents")
+        # Prepared first, so the driver's own type introspection is not in the plans.
+        statement = await conn.prepare(sql)
+        conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+        await conn.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
+            " SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
+        )
+        rows = [await statement.fetch(*args) for args in calls]
+        await asyncio.sleep(0.05)  # notices arrive asynchronously
+    finally:
+        await conn.close()
+    return [p for p in plans if outer not in p], rows

@@ -10,7 +10,7 @@ import pytest
 
 from app.store.ports import AppendResult
 from app.store.postgres import PostgresStore
-from tests.contract.helpers import assert_log_consistent, create_doc, request
+from tests.contract.helpers import assert_log_consistent, create_doc, nested_plans, request
 
 
 async def test_append_ok_returns_version_position_and_commit_time(store: PostgresStore) -> None:
@@ -244,21 +244,12 @@ async def test_append_only_probes_indexes_whatever_the_history(
     nested statements' plans)."""
     await create_doc(store, "d1")
     await store.append([request("d1", v, f"op-{v}") for v in range(1, 2001)])
-    conn = await asyncpg.connect(pg_dsn)
-    plans: list[str] = []
-    try:
-        await conn.execute("ANALYZE events, op_ledger, documents")
-        # Prepared first, so the driver's own type introspection is not in the plans.
-        call = await conn.prepare(
-            "SELECT * FROM atelier_append($1::text[], $2::bigint[], $3::text[], $4::text[],"
-            " $5::text[], $6::bytea[], $7::bytea[])"
-        )
-        conn.add_log_listener(lambda _conn, message: plans.append(message.message))
-        await conn.execute(
-            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
-            " SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
-        )
-        await call.fetch(
+    nested, _ = await nested_plans(
+        pg_dsn,
+        "SELECT * FROM atelier_append($1::text[], $2::bigint[], $3::text[], $4::text[],"
+        " $5::text[], $6::bytea[], $7::bytea[])",
+        "FROM atelier_append(",
+        (
             ["d1", "d1", "d1"],
             [2001, 2002, 1],
             ["alice"] * 3,
@@ -266,11 +257,8 @@ async def test_append_only_probes_indexes_whatever_the_history(
             ["k"] * 3,
             [b"{}"] * 3,
             [b"{}"] * 3,
-        )
-        await asyncio.sleep(0.05)  # notices arrive asynchronously
-    finally:
-        await conn.close()
-    nested = [p for p in plans if "FROM atelier_append(" not in p]
-    assert len(nested) >= 6, plans
+        ),
+    )
+    assert len(nested) >= 6, nested
     for plan in nested:
         assert "Seq Scan" not in plan, plan

@@ -4,13 +4,12 @@ whatever the history, and locks only the partition it writes."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
 
 from app.store.postgres import PostgresStore
-from tests.contract.helpers import assert_log_consistent, create_doc, request
+from tests.contract.helpers import assert_log_consistent, create_doc, nested_plans, request
 
 MANY = (
     "SELECT status, v, position, ts FROM atelier_append($1::text[], $2::bigint[],"
@@ -76,24 +75,15 @@ async def test_it_probes_only_indexes_whatever_the_history(
 ) -> None:
     await create_doc(store, "d1")
     await store.append([request("d1", v, f"op-{v}") for v in range(1, 2001)])
-    conn = await asyncpg.connect(pg_dsn)
-    plans: list[str] = []
-    try:
-        await conn.execute("ANALYZE events, op_ledger, documents")
-        call = await conn.prepare(ONE)
-        conn.add_log_listener(lambda _conn, message: plans.append(message.message))
-        await conn.execute(
-            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
-            " SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice"
-        )
-        ok = await call.fetch("d1", 2001, "alice", "new-1", "k", OP, b"{}")
-        dup = await call.fetch("d1", 1, "alice", "op-5", "k", OP, b"{}")
-        await asyncio.sleep(0.05)  # notices arrive asynchronously
-    finally:
-        await conn.close()
+    nested, (ok, dup) = await nested_plans(
+        pg_dsn,
+        ONE,
+        "FROM atelier_append_one(",
+        ("d1", 2001, "alice", "new-1", "k", OP, b"{}"),
+        ("d1", 1, "alice", "op-5", "k", OP, b"{}"),  # a duplicate of an old op
+    )
     assert ok[0]["status"] == "ok" and dup[0]["status"] == "duplicate"
-    nested = [p for p in plans if "FROM atelier_append_one(" not in p]
-    assert len(nested) >= 6, plans
+    assert len(nested) >= 6, nested
     for plan in nested:
         assert "Seq Scan" not in plan, plan
 
