@@ -8,7 +8,7 @@ restarts and data loss.
     keys      every key name and entry id (the contract; docs/relay.md)
     entry     Entry, the fields of a stream entry, the once-encoded websocket event
     addscript the Lua script that adds a stream's events of a batch atomically
-    streams   publish, progress, wipe, read_range; Redis errors become
+    streams   publish, progress, wipe, read_range, unlink_foreign; Redis errors become
               Unavailable
     catchup   read_after: entries after a point, from Redis or else PostgreSQL
 
@@ -24,10 +24,12 @@ from app.bus.keys import DEFAULT_PREFIX, Keys, entry_id, position_of
 from app.bus.streams import (
     Progress,
     PublishResult,
+    is_wrong_type,
     publish,
     read_progress,
     read_range,
     reset_progress,
+    unlink_foreign,
     wipe_streams,
 )
 
@@ -45,6 +47,7 @@ __all__ = [
     "encode_event",
     "entry_id",
     "is_cluster",
+    "is_wrong_type",
     "position_of",
     "publish",
     "publish_all",
@@ -54,5 +57,6 @@ __all__ = [
     "ready",
     "reset_progress",
     "to_entry",
+    "unlink_foreign",
     "wipe_streams",
 ]

@@ -43,17 +43,17 @@ __all__ = [
     "PublishResult",
     "Redis",
     "create_redis",
+    "is_wrong_type",
     "publish",
     "read_progress",
     "read_range",
     "reset_progress",
     "translate_errors",
+    "unlink_foreign",
     "wipe_streams",
 ]
 
 _SCAN_COUNT: Final = 500
-# The start of Redis's refusal of a command on a key of another type.
-_WRONGTYPE: Final = "WRONGTYPE"
 
 
 @contextmanager
@@ -157,16 +157,15 @@ async def publish(
     # written only after every stream's call before it has answered, in a second round
     # trip.
     previous = None if cluster else results.pop()
-    published, already, failure = _tally(results)
+    published, already, failure, wrong_type = _tally(list(calls), results)
     if failure is None and not cluster and isinstance(previous, BaseException):
         failure = previous
     if failure is not None:
         if not cluster:
             await _put_back(redis, keys, previous)
         message = f"redis refused part of a publish: {failure}"
-        foreign = _foreign(list(calls), results)
-        if foreign:
-            message += await _delete_foreign(redis, foreign)
+        if wrong_type:
+            message += await _delete_foreign(redis, wrong_type)
         raise Unavailable(message) from failure
     if cluster:
         with translate_errors("publish"):
@@ -174,11 +173,15 @@ async def publish(
     return PublishResult(published, already, _int_or_none(previous))
 
 
-def _tally(results: Sequence[object]) -> tuple[int, int, BaseException | None]:
-    """Entries added, refused as published before, and the first failure."""
+def _tally(
+    stream_keys: Sequence[str], results: Sequence[object]
+) -> tuple[int, int, BaseException | None, list[str]]:
+    """Entries added, refused as published before, the first failure, and the streams
+    whose call stopped because the key holds another type."""
     published = already = 0
     failure: BaseException | None = None
-    for result in results:
+    wrong_type: list[str] = []
+    for key, result in zip(stream_keys, results, strict=True):
         if isinstance(result, BaseException):
             failure = failure or result
             continue
@@ -191,41 +194,55 @@ def _tally(results: Sequence[object]) -> tuple[int, int, BaseException | None]:
         already += added.already
         if added.error is not None:
             failure = failure or ResponseError(added.error)
-    return published, already, failure
+            if is_wrong_type(added.error):
+                wrong_type.append(key)
+    return published, already, failure, wrong_type
 
 
-def _foreign(stream_keys: Sequence[str], results: Sequence[object]) -> list[str]:
-    """The stream keys whose call stopped because the key holds another type."""
-    foreign = []
-    for key, result in zip(stream_keys, results, strict=True):
-        try:
-            error = parse_added(result).error
-        except ValueError:
-            continue
-        if error is not None and error.startswith(_WRONGTYPE):
-            foreign.append(key)
+def is_wrong_type(error: object) -> bool:
+    """Whether ``error`` is Redis's refusal of a command on a key of another type."""
+    return str(error).startswith("WRONGTYPE")
+
+
+async def unlink_foreign(redis: Redis, keys: Sequence[str | bytes]) -> list[str | bytes]:
+    """Delete those of ``keys`` (document streams, or a gateway's wake stream) that hold
+    a value of another type than a stream; the keys deleted.
+
+    Those names are Atelier's (docs/relay.md, "Keys"): a value of another type there
+    came from a foreign writer, and while it stays every relay batch that touches the
+    document fails, and with it the relay for every document, as does a gateway's
+    shared read of its followed streams. Redis is a transport, never the truth:
+    consumers read what a deleted key held again from PostgreSQL."""
+    foreign: list[str | bytes] = []
+    with translate_errors("unlink_foreign"):
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.type(key)
+            types = await pipe.execute()
+        for key, kind in zip(keys, types, strict=True):
+            name = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if name not in ("stream", "none"):
+                foreign.append(key)
+        if foreign:
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in foreign:
+                    pipe.unlink(key)  # one key a command: on a cluster they lie on many slots
+                await pipe.execute()
     return foreign
 
 
-async def _delete_foreign(redis: Redis, foreign: Sequence[str]) -> str:
-    """Delete document-stream keys that hold another type, so that the caller's retry
-    recreates them as streams; what to add to its error message.
-
-    The name ``{prefix}doc:{<id>}`` is the relay's (docs/relay.md, "Keys"): a value of
-    another type there came from a foreign writer, and while it stays, every publish
-    that touches the document fails, and with it the relay for every document (and a
-    gateway's shared read of the document's stream). Redis is a transport, never the
-    truth: consumers read what the deleted key held again from PostgreSQL."""
-    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+async def _delete_foreign(redis: Redis, candidates: Sequence[str]) -> str:
+    """``unlink_foreign`` after a publish refused with ``WRONGTYPE``, so that the
+    caller's retry recreates the streams; what to add to its error message."""
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for key in foreign:
-                pipe.unlink(key)  # one key a command: on a cluster they lie on many slots
-            await pipe.execute()
-    except (RedisError, OSError) as exc:
-        return f"; could not delete {len(foreign)} key(s) of another type ({shown}): {exc}"
+        deleted = await unlink_foreign(redis, candidates)
+    except Unavailable as exc:
+        return f"; could not delete the keys of another type: {exc.message}"
+    if not deleted:
+        return ""
+    shown = ", ".join(map(str, deleted[:5])) + (", ..." if len(deleted) > 5 else "")
     return (
-        f"; deleted {len(foreign)} document stream key(s) that held another type than a"
+        f"; deleted {len(deleted)} document stream key(s) that held another type than a"
         f" stream ({shown}), for the retry to recreate"
     )
 

@@ -36,6 +36,8 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from app.bus import is_wrong_type, unlink_foreign
+from app.errors import Unavailable
 from app.observability import metrics
 from app.protocol import WireEvent
 
@@ -48,9 +50,6 @@ _BACKOFF_MIN: Final = 0.1
 _BACKOFF_MAX: Final = 5.0
 _STOP_WAIT: Final = 0.5
 _WAKE_TTL: Final = 86_400  # seconds a wake stream outlives its last wake
-# Redis's refusal of a command on a key of another type, and the types our keys may have.
-_WRONGTYPE: Final = "WRONGTYPE"
-_OURS: Final = (b"stream", b"none", "stream", "none")
 
 
 class Follower(Protocol):
@@ -210,7 +209,7 @@ class StreamReader:
                         return
                     metrics.redis_errors_total.labels(where="fanout").inc()
                     log.warning("fanout redis read failed", error=repr(exc), reader=self.name)
-                    if str(exc).startswith(_WRONGTYPE):
+                    if is_wrong_type(exc):
                         await self._delete_foreign()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX)
@@ -220,32 +219,21 @@ class StreamReader:
                 await self.redis.connection_pool.release(conn)
 
     async def _delete_foreign(self) -> None:
-        """Delete the followed keys that hold another type than a stream.
-
-        One such key fails every shared read, and with it the delivery through Redis of
-        every document this reader follows. The name ``{prefix}doc:{<id>}`` is the
-        relay's (docs/relay.md, "Keys"), so a value of another type there is a foreign
-        writer's; the relay deletes such a key too when it meets it. What it held is
-        read from PostgreSQL, as after any loss of Redis data."""
+        """Delete the followed keys that hold another type than a stream: one such key
+        fails every shared read, and with it the delivery through Redis of every
+        document this reader follows (``unlink_foreign``; the relay does the same)."""
         keys = [*self._follow, *((self.wake_key,) if self.wake_key is not None else ())]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.type(key)
-                types = await pipe.execute(raise_on_error=False)
-            foreign = [k for k, t in zip(keys, types, strict=True) if t not in _OURS]
-            if foreign:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for key in foreign:
-                        pipe.unlink(key)  # one key a command: a cluster has many slots
-                    await pipe.execute()
-                log.error(
-                    "fanout deleted keys of another type than a stream",
-                    keys=[k.decode(errors="replace") for k in foreign],
-                    reader=self.name,
-                )
-        except Exception as exc:  # Redis failing: the next read fails and tries again
-            log.warning("fanout could not check its keys' types", error=repr(exc))
+            deleted = await unlink_foreign(self.redis, keys)
+        except Unavailable as exc:  # Redis failing: the next read fails and tries again
+            log.warning("fanout could not check its keys' types", error=exc.message)
+            return
+        if deleted:
+            log.error(
+                "fanout deleted keys of another type than a stream",
+                keys=[k.decode(errors="replace") if isinstance(k, bytes) else k for k in deleted],
+                reader=self.name,
+            )
 
     async def _read(self, reading: _Reading) -> Any:
         """One ``XREAD BLOCK`` of the streams of ``reading`` (and the wake stream)."""
